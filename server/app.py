@@ -1,0 +1,138 @@
+"""Assembling and running the server: create, register, bind, start, wait, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from stateward.server.config import Settings
+from stateward.server.interceptors import AccessLogInterceptor
+from stateward.server.servicers.lifecycle import LifecycleServicer
+from stateward.server.servicers.pending import pending_servicer
+from stateward.server.services.lifecycle import LifecycleService
+from stateward.storage import Database, migrate
+from stateward.v1 import (
+    execution_pb2,
+    execution_pb2_grpc,
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+    recovery_pb2,
+    recovery_pb2_grpc,
+    state_pb2,
+    state_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = [
+    lifecycle_pb2.DESCRIPTOR.services_by_name["LifecycleService"].full_name,
+    state_pb2.DESCRIPTOR.services_by_name["StateService"].full_name,
+    execution_pb2.DESCRIPTOR.services_by_name["ExecutionService"].full_name,
+    recovery_pb2.DESCRIPTOR.services_by_name["RecoveryService"].full_name,
+]
+
+
+class StatewardServer:
+    """One Stateward process: the database, the services and the gRPC server.
+
+    ``start()`` binds and serves at once with health NOT_SERVING, opens and migrates
+    the database, then reports SERVING; ``stop()`` reports NOT_SERVING, lets in-flight
+    calls finish within the grace period and closes the database.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = health.aio.HealthServicer()
+        self.db: Database | None = None
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        settings = self.settings
+        if not settings.database_url or not settings.blob_url:
+            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+        limit = settings.max_message_bytes
+        server = grpc.aio.server(
+            interceptors=[AccessLogInterceptor()],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            server,
+        )
+        db = self._open_database()
+        self.db = db
+        lifecycle = LifecycleService(db)
+        lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(lifecycle), server)
+        state_pb2_grpc.add_StateServiceServicer_to_server(
+            pending_servicer(state_pb2_grpc.StateServiceServicer, "versioned agent state"), server)
+        execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
+            pending_servicer(execution_pb2_grpc.ExecutionServiceServicer, "execution history"), server)
+        recovery_pb2_grpc.add_RecoveryServiceServicer_to_server(
+            pending_servicer(recovery_pb2_grpc.RecoveryServiceServicer, "checkpoints and recovery"),
+            server)
+        self.port = server.add_insecure_port(settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.listen}")
+        await server.start()
+        self._server = server
+        log.info("listening", extra={"listen": settings.listen, "port": self.port})
+        await asyncio.to_thread(self._prepare_database, db)
+        db.start()
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"database": db.dialect})
+        return self.port
+
+    def _open_database(self) -> Database:
+        s = self.settings
+        return Database(
+            s.resolved_database_url, sqlite_synchronous=s.sqlite_synchronous, read_threads=s.read_threads
+        )
+
+    def _prepare_database(self, db: Database) -> None:
+        if self.settings.migrate:
+            migrate.upgrade(db.write_engine)
+        migrate.check(db.write_engine)
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(self.settings.grace_period if grace is None else grace)
+            self._server = None
+        if self.db is not None:
+            await asyncio.to_thread(self.db.close)
+            self.db = None
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    server = StatewardServer(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await server.start()
+        await stopping.wait()
+        log.info("shutting down", extra={"grace_period": settings.grace_period})
+    finally:
+        await server.stop()

@@ -1,0 +1,109 @@
+"""Server settings: command-line flags, then STATEWARD_* environment variables, then an
+optional TOML file, then the embedded defaults, in that order of precedence."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _opt(default: Any, help: str, **extra: Any) -> Any:
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every server option; the README's configuration table lists the same."""
+
+    listen: str = _opt("127.0.0.1:50051", "address to serve gRPC on (host:port)")
+    data_dir: str = _opt("./stateward-data", "directory for the embedded SQLite database and blobs")
+    database_url: str = _opt("", "SQLAlchemy URL; empty means SQLite under the data directory")
+    blob_url: str = _opt("", "fsspec URL for checkpoint blobs; empty means <data-dir>/checkpoints")
+    migrate: bool = _opt(True, "apply database migrations on start")
+    sqlite_synchronous: str = _opt(
+        "FULL", "SQLite synchronous pragma: FULL survives power loss, NORMAL only a crash",
+        choices=("FULL", "NORMAL"),
+    )
+    grace_period: float = _opt(10.0, "seconds in-flight calls get to finish on shutdown")
+    log_level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    log_format: str = _opt("text", "log line format", choices=("text", "json"))
+    max_message_bytes: int = _opt(8 << 20, "largest gRPC message accepted, in bytes")
+    read_threads: int = _opt(4, "threads serving database reads")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'stateward.db'}"
+
+    @property
+    def resolved_blob_url(self) -> str:
+        if self.blob_url:
+            return self.blob_url
+        return f"file://{Path(self.data_dir).resolve() / 'checkpoints'}"
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    if kind in (bool, "bool"):
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name}: expected true or false, got {value!r}")
+    converter = {"int": int, "float": float, "str": str}.get(kind if isinstance(kind, str) else kind.__name__, str)
+    try:
+        return converter(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected {converter.__name__}, got {value!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; defaults stay None so we can tell what was given."""
+    parser.add_argument("--config", help="TOML file with settings (env STATEWARD_CONFIG)")
+    for f in dataclasses.fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{f.metadata['help']} (default {f.default})")
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, choices=f.metadata.get("choices"),
+                                help=f"{f.metadata['help']} (default {f.default})")
+
+
+def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Resolve settings with the documented precedence; raises ValueError on bad values."""
+    environ = dict(os.environ if environ is None else environ)
+    given = vars(args) if args is not None else {}
+    values: dict[str, Any] = {}
+    config_file = given.get("config") or environ.get("STATEWARD_CONFIG")
+    if config_file:
+        with open(config_file, "rb") as handle:
+            table = tomllib.load(handle)
+        table = table.get("stateward", table)
+        known = {f.name for f in dataclasses.fields(Settings)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValueError(f"{config_file}: unknown settings {', '.join(unknown)}")
+        values.update(table)
+    for f in dataclasses.fields(Settings):
+        env = environ.get("STATEWARD_" + f.name.upper())
+        if env is not None:
+            values[f.name] = env
+        if given.get(f.name) is not None:
+            values[f.name] = given[f.name]
+    resolved = {}
+    for f in dataclasses.fields(Settings):
+        if f.name in values:
+            resolved[f.name] = _coerce(f.name, f.type, values[f.name])
+            choices = f.metadata.get("choices")
+            if choices and resolved[f.name] not in choices:
+                raise ValueError(f"{f.name}: must be one of {', '.join(choices)}")
+    return Settings(**resolved)

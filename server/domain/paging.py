@@ -1,0 +1,49 @@
+"""Opaque page tokens: a keyset cursor bound to the filters it was made for.
+
+A token is URL-safe base64 of a small JSON array ``[filter_digest, cursor...]``. It
+carries no authority: the namespace always comes from the call, so a forged token
+can at most move the cursor within what the caller may already read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Any
+
+from stateward.server.domain.errors import InvalidArgument
+
+
+def filter_digest(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def encode(digest: str, cursor: list[Any]) -> str:
+    raw = json.dumps([digest, *cursor], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode(token: str, digest: str, shape: tuple[type, ...]) -> list[Any] | None:
+    """The cursor in ``token`` (None for an empty token); INVALID_ARGUMENT if forged or foreign."""
+    if not token:
+        return None
+    bad = InvalidArgument.one(
+        "page_token", "is not a token from a previous response with the same filters"
+    )
+    if len(token) > 2048:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        value = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if not isinstance(value, list) or len(value) != len(shape) + 1 or value[0] != digest:
+        raise bad
+    cursor = value[1:]
+    for item, kind in zip(cursor, shape, strict=True):
+        if type(item) is not kind:
+            raise bad
+    return cursor

@@ -1,0 +1,70 @@
+"""Entry points behind ``stateward serve`` and ``stateward db``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from stateward.server import config, logs
+
+
+def _settings(parser: argparse.ArgumentParser, argv: list[str]) -> config.Settings:
+    args = parser.parse_args(argv)
+    try:
+        return config.load(args)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+        raise  # unreachable: parser.error exits
+
+
+def serve_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stateward serve", description="Run the Stateward gRPC server.")
+    config.add_arguments(parser)
+    settings = _settings(parser, argv)
+    logs.configure(settings.log_level, settings.log_format)
+    from stateward.server.app import serve  # after logging is set up
+    from stateward.storage.migrate import SchemaMismatch
+
+    try:
+        asyncio.run(serve(settings))
+    except SchemaMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def db_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="stateward db", description="Manage the database schema.")
+    parser.add_argument("action", choices=("upgrade", "current", "check"),
+                        help="upgrade: apply migrations; current: print the revision; check: exit 1 unless current")
+    config.add_arguments(parser)
+    settings = _settings(parser, argv)
+    logs.configure("WARNING", settings.log_format)
+    from pathlib import Path
+
+    from stateward.storage import Database, migrate
+
+    if not settings.database_url:
+        Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    try:
+        if parser.parse_args(argv).action == "upgrade":
+            migrate.upgrade(db.write_engine)
+            print(f"database at revision {migrate.current_revision(db.write_engine)}")
+        elif parser.parse_args(argv).action == "current":
+            print(migrate.current_revision(db.write_engine) or "none")
+        else:
+            migrate.check(db.write_engine)
+            print("database schema is current")
+    except migrate.SchemaMismatch as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        db.close()
+    logging.shutdown()
+    return 0

@@ -1,0 +1,1 @@
+"""gRPC transport helpers: status mapping, conversions, request context."""

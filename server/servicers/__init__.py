@@ -1,0 +1,1 @@
+"""gRPC servicers: translate requests, call one service function, translate the result."""

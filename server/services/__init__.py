@@ -1,0 +1,1 @@
+"""The service layer: one function per use case, over the storage layer, no gRPC."""

@@ -1,0 +1,15 @@
+"""Stateward storage: SQLAlchemy Core tables, migrations and the group-committing database."""
+
+from stateward.storage.database import Database, EventDraft, WriteContext, now_us
+from stateward.storage.errors import DuplicateKey, StorageError, StorageFull, StorageUnavailable
+
+__all__ = [
+    "Database",
+    "DuplicateKey",
+    "EventDraft",
+    "StorageError",
+    "StorageFull",
+    "StorageUnavailable",
+    "WriteContext",
+    "now_us",
+]

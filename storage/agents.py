@@ -1,0 +1,204 @@
+"""Agent rows and their audit trail of transitions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from stateward.storage import labels as label_rows
+from stateward.storage import schema
+from stateward.storage.records import (
+    AgentRecord,
+    ErrorRecord,
+    TransitionRecord,
+    dump_labels,
+    error_columns,
+    error_from_row,
+)
+
+a = schema.agents
+tr = schema.transitions
+
+
+def _record(row: Any) -> AgentRecord:
+    return AgentRecord(
+        namespace=row.namespace,
+        agent_id=row.agent_id,
+        type=row.type,
+        config=row.config,
+        labels=json.loads(row.labels),
+        status=row.status,
+        generation=row.generation,
+        state_version=row.state_version,
+        state_last_version=row.state_last_version,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        initialized_at=row.initialized_at,
+        activated_at=row.activated_at,
+        paused_at=row.paused_at,
+        terminated_at=row.terminated_at,
+        error=error_from_row(row),
+    )
+
+
+def get(conn: Connection, namespace: str, agent_id: str, *, for_update: bool = False) -> AgentRecord | None:
+    query = select(a).where(a.c.namespace == namespace, a.c.agent_id == agent_id)
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return _record(row) if row is not None else None
+
+
+def insert_agent(conn: Connection, record: AgentRecord) -> None:
+    conn.execute(
+        insert(a).values(
+            namespace=record.namespace,
+            agent_id=record.agent_id,
+            type=record.type,
+            config=record.config,
+            labels=dump_labels(record.labels),
+            status=record.status,
+            generation=record.generation,
+            state_version=0,
+            state_last_version=0,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+    )
+    label_rows.replace(conn, record.namespace, "agent", record.agent_id, record.labels)
+
+
+def list_page(
+    conn: Connection,
+    namespace: str,
+    *,
+    status: str | None,
+    type: str | None,
+    labels: dict[str, str],
+    after_id: str | None,
+    limit: int,
+) -> list[AgentRecord]:
+    """Agents ordered by id, after ``after_id``; ``limit + 1`` rows tell if more follow."""
+    query = select(a).where(a.c.namespace == namespace)
+    if status:
+        query = query.where(a.c.status == status)
+    if type:
+        query = query.where(a.c.type == type)
+    if after_id is not None:
+        query = query.where(a.c.agent_id > after_id)
+    query = query.where(*label_rows.matching(namespace, "agent", a.c.agent_id, labels))
+    rows = conn.execute(query.order_by(a.c.agent_id).limit(limit + 1)).all()
+    return [_record(row) for row in rows]
+
+
+def set_status(
+    conn: Connection,
+    record: AgentRecord,
+    to_status: str,
+    now: int,
+    *,
+    stamp: str | None,
+    error: ErrorRecord | None,
+) -> bool:
+    """Compare-and-set the status: succeeds only if the row is still at ``record``'s generation."""
+    values: dict[str, Any] = {
+        "status": to_status,
+        "generation": record.generation + 1,
+        "updated_at": now,
+    }
+    if stamp:
+        values[stamp] = now
+    if error is not None:
+        values.update(error_columns(error))
+    result = conn.execute(
+        update(a)
+        .where(
+            a.c.namespace == record.namespace,
+            a.c.agent_id == record.agent_id,
+            a.c.generation == record.generation,
+        )
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    record.status = to_status
+    record.generation += 1
+    record.updated_at = now
+    if stamp:
+        setattr(record, stamp, now)
+    if error is not None:
+        record.error = error
+    return True
+
+
+def update_fields(
+    conn: Connection, record: AgentRecord, now: int, *, config: bytes | None, labels: dict[str, str] | None
+) -> bool:
+    values: dict[str, Any] = {"generation": record.generation + 1, "updated_at": now}
+    if config is not None:
+        values["config"] = config
+    if labels is not None:
+        values["labels"] = dump_labels(labels)
+    result = conn.execute(
+        update(a)
+        .where(
+            a.c.namespace == record.namespace,
+            a.c.agent_id == record.agent_id,
+            a.c.generation == record.generation,
+        )
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    if labels is not None:
+        label_rows.replace(conn, record.namespace, "agent", record.agent_id, labels)
+        record.labels = labels
+    if config is not None:
+        record.config = config
+    record.generation += 1
+    record.updated_at = now
+    return True
+
+
+def delete_agent(conn: Connection, namespace: str, agent_id: str) -> None:
+    """Remove the agent and every record that belongs only to it (events stay: the log is append-only)."""
+    for table in (schema.states, schema.checkpoints, schema.task_runs):
+        conn.execute(delete(table).where(table.c.namespace == namespace, table.c.agent_id == agent_id))
+    conn.execute(delete(tr).where(tr.c.namespace == namespace, tr.c.agent_id == agent_id))
+    label_rows.remove(conn, namespace, "agent", agent_id)
+    conn.execute(delete(a).where(a.c.namespace == namespace, a.c.agent_id == agent_id))
+
+
+def add_transition(conn: Connection, record: TransitionRecord) -> TransitionRecord:
+    result = conn.execute(
+        insert(tr).values(
+            namespace=record.namespace,
+            agent_id=record.agent_id,
+            from_status=record.from_status,
+            to_status=record.to_status,
+            reason=record.reason,
+            request_id=record.request_id,
+            event_sequence=record.event_sequence,
+            created_at=record.created_at,
+        )
+    )
+    record.id = int(result.inserted_primary_key[0])
+    return record
+
+
+def list_transitions(
+    conn: Connection, namespace: str, agent_id: str, *, after_id: int | None, limit: int
+) -> list[TransitionRecord]:
+    query = select(tr).where(tr.c.namespace == namespace, tr.c.agent_id == agent_id)
+    if after_id is not None:
+        query = query.where(tr.c.id > after_id)
+    rows = conn.execute(query.order_by(tr.c.id).limit(limit + 1)).all()
+    return [
+        TransitionRecord(
+            row.id, row.namespace, row.agent_id, row.from_status, row.to_status,
+            row.reason, row.request_id, row.event_sequence, row.created_at,
+        )
+        for row in rows
+    ]
