@@ -13,20 +13,10 @@ from grpc_reflection.v1alpha import reflection
 
 from stateward.server.config import Settings
 from stateward.server.interceptors import AccessLogInterceptor
-from stateward.server.servicers.lifecycle import LifecycleServicer
-from stateward.server.servicers.pending import pending_servicer
-from stateward.server.services.lifecycle import LifecycleService
+from stateward.server.deps import Deps
+from stateward.server.servicers import execution, lifecycle, recovery, state
 from stateward.storage import Database, migrate
-from stateward.v1 import (
-    execution_pb2,
-    execution_pb2_grpc,
-    lifecycle_pb2,
-    lifecycle_pb2_grpc,
-    recovery_pb2,
-    recovery_pb2_grpc,
-    state_pb2,
-    state_pb2_grpc,
-)
+from stateward.v1 import execution_pb2, lifecycle_pb2, recovery_pb2, state_pb2
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +40,7 @@ class StatewardServer:
         self.settings = settings
         self.health = health.aio.HealthServicer()
         self.db: Database | None = None
+        self.deps: Deps | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
 
@@ -76,15 +67,9 @@ class StatewardServer:
         )
         db = self._open_database()
         self.db = db
-        lifecycle = LifecycleService(db)
-        lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(lifecycle), server)
-        state_pb2_grpc.add_StateServiceServicer_to_server(
-            pending_servicer(state_pb2_grpc.StateServiceServicer, "versioned agent state"), server)
-        execution_pb2_grpc.add_ExecutionServiceServicer_to_server(
-            pending_servicer(execution_pb2_grpc.ExecutionServiceServicer, "execution history"), server)
-        recovery_pb2_grpc.add_RecoveryServiceServicer_to_server(
-            pending_servicer(recovery_pb2_grpc.RecoveryServiceServicer, "checkpoints and recovery"),
-            server)
+        deps = self.deps = Deps(settings, db)
+        for area in (lifecycle, state, execution, recovery):
+            area.register(server, deps)
         self.port = server.add_insecure_port(settings.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
@@ -93,8 +78,11 @@ class StatewardServer:
         log.info("listening", extra={"listen": settings.listen, "port": self.port})
         await asyncio.to_thread(self._prepare_database, db)
         db.start()
+        for hook in deps.startup:
+            await hook()
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        deps.start_background()
         log.info("serving", extra={"database": db.dialect})
         return self.port
 
@@ -111,6 +99,10 @@ class StatewardServer:
 
     async def stop(self, grace: float | None = None) -> None:
         await self.health.enter_graceful_shutdown()
+        if self.deps is not None:
+            for hook in self.deps.shutdown:
+                await hook()
+            await self.deps.stop_background()
         if self._server is not None:
             await self._server.stop(self.settings.grace_period if grace is None else grace)
             self._server = None

@@ -34,12 +34,39 @@ class Settings:
     log_format: str = _opt("text", "log line format", choices=("text", "json"))
     max_message_bytes: int = _opt(8 << 20, "largest gRPC message accepted, in bytes")
     read_threads: int = _opt(4, "threads serving database reads")
+    idempotency_window: float = _opt(86400.0, "seconds a request_id's answer is kept for retries")
+    # State (versioned documents)
+    state_max_bytes: int = _opt(4 << 20, "largest state document accepted, in bytes")
+    state_history: int = _opt(100, "state versions kept per agent (checkpointed ones are never pruned)")
+    cache_bytes: int = _opt(64 << 20, "memory for the hot-read cache of agents and latest states")
+    state_migrations: str = _opt("", "Python module that registers state schema migrations")
+    # Execution (runs, tasks, events)
+    sweep_interval: float = _opt(1.0, "seconds between lease sweeps for timed-out task runs")
+    subscriber_buffer: int = _opt(1024, "events buffered per subscriber before it falls back to catch-up")
+    max_subscribers: int = _opt(1000, "concurrent SubscribeEvents streams per server")
+    # Recovery (checkpoints, retention)
+    blob_compression: str = _opt("none", "compression of stored checkpoint blobs", choices=("none", "zstd"))
+    blob_gc_grace: float = _opt(3600.0, "seconds before a blob without a manifest is collected")
+    checkpoint_keep_last: int = _opt(0, "checkpoints kept per agent by retention; 0 keeps all")
+    checkpoint_max_age: float = _opt(0.0, "seconds after which retention deletes checkpoints; 0 never")
+    retention_interval: float = _opt(300.0, "seconds between background retention runs; 0 disables")
+    archive_url: str = _opt("", "fsspec URL prefix for run archives; empty means <data-dir>/archives")
+    retry_timeout_factor: float = _opt(2.0, "recovery plans multiply a timed-out task's timeout by this")
+    retry_timeout_cap: float = _opt(3600.0, "upper bound in seconds for a suggested timeout")
+    retry_backoff_base: float = _opt(1.0, "base delay in seconds for RETRY_WITH_BACKOFF plans")
+    retry_backoff_cap: float = _opt(300.0, "upper bound in seconds for a backoff delay")
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{Path(self.data_dir).resolve() / 'stateward.db'}"
+
+    @property
+    def resolved_archive_url(self) -> str:
+        if self.archive_url:
+            return self.archive_url
+        return f"file://{Path(self.data_dir).resolve() / 'archives'}"
 
     @property
     def resolved_blob_url(self) -> str:

@@ -172,4 +172,7 @@ def test_client_import_stays_light(module: str) -> None:
     loaded = json.loads(run([sys.executable, "-I", "-c", code], cwd=ROOT / "tests", timeout=120))
     forbidden = ("stateward.server", "stateward.storage", "sqlalchemy", "alembic", "psycopg")
     heavy = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden)]
-    assert not heavy, f"importing {module} pulled in server-side modules: {heavy}"
+    assert not heavy, (
+        f"importing {module} pulled in {len(heavy)} server-side modules, e.g. {heavy[:8]}; "
+        f"`python -X importtime -c 'import {module}'` shows who imports them"
+    )

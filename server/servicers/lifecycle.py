@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from stateward.server.deps import Deps
 from stateward.server.domain.lifecycle import Action
 from stateward.server.rpc import convert
 from stateward.server.rpc.context import namespace, replay, respond, unary
@@ -122,3 +123,8 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         return pb.ListTransitionsResponse(
             transitions=[convert.transition(r) for r in records], next_page_token=token
         )
+
+
+def register(server: grpc.aio.Server, deps: Deps) -> None:
+    service = LifecycleService(deps.db)
+    lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(service), server)
