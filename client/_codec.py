@@ -99,17 +99,17 @@ def enum_from_proto(cls: type[E], proto_enum: Any, prefix: str, value: int) -> E
     return cls(proto_enum.Name(value).removeprefix(prefix))
 
 
-def enum_to_proto(cls: type[E], proto_enum: Any, prefix: str, value: E | str | None) -> int:
-    """The proto enum number for a member or its name (any case); None means UNSPECIFIED."""
+def enum_to_proto(cls: type[E], prefix: str, value: E | str | None) -> str:
+    """The proto enum value name (which request constructors accept) for a member or
+    its name in any case; None means UNSPECIFIED. UsageError for anything else."""
     if value is None or value == "":
-        return 0
-    name = str(value).upper()
+        return prefix + "UNSPECIFIED"
     try:
-        member = cls(name)
+        member = cls(str(value).upper())
     except ValueError:
         choices = ", ".join(m.value for m in cls)
         raise UsageError(f"unknown {cls.__name__} {value!r}; expected one of {choices}") from None
-    return int(proto_enum.Value(prefix + member.value))
+    return prefix + member.value
 
 
 def str_map(labels: Mapping[str, str] | None) -> dict[str, str]:

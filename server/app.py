@@ -11,9 +11,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from stateward.server import metrics
 from stateward.server.config import Settings
-from stateward.server.interceptors import AccessLogInterceptor
 from stateward.server.deps import Deps
+from stateward.server.interceptors import AccessLogInterceptor
+from stateward.server.security import tls
+from stateward.server.security.auth import Authorizer, install_sighup
+from stateward.server.security.interceptor import AuthInterceptor
+from stateward.server.security.policy import OpenMethods
 from stateward.server.servicers import execution, lifecycle, recovery, state
 from stateward.storage import Database, migrate
 from stateward.v1 import execution_pb2, lifecycle_pb2, recovery_pb2, state_pb2
@@ -43,20 +48,31 @@ class StatewardServer:
         self.deps: Deps | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
+        self.authorizer: Authorizer | None = None  # None: auth is off
+        self.metrics_server: metrics.MetricsServer | None = None
 
     async def start(self) -> int:
         settings = self.settings
         if not settings.database_url or not settings.blob_url:
             Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         limit = settings.max_message_bytes
-        server = grpc.aio.server(
-            interceptors=[AccessLogInterceptor()],
-            options=[
-                ("grpc.max_receive_message_length", limit),
-                ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        credentials = tls.server_credentials(settings)  # unusable files fail here, before binding
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            AccessLogInterceptor(metrics.RpcMetrics() if settings.metrics_listen else None)
+        ]
+        if settings.auth_tokens_file:
+            self.authorizer = Authorizer(settings.auth_tokens_file)
+            interceptors.append(AuthInterceptor(self.authorizer, OpenMethods(settings.auth_open_methods)))
+            if credentials is None and not _is_loopback(settings.listen):
+                log.warning("auth is on without TLS: bearer tokens cross the network in clear text")
+        options: list[tuple[str, int]] = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", 0),
+        ]
+        if settings.max_concurrent_streams > 0:
+            options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
+        server = grpc.aio.server(interceptors=interceptors, options=options)
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -70,12 +86,23 @@ class StatewardServer:
         deps = self.deps = Deps(settings, db)
         for area in (lifecycle, state, execution, recovery):
             area.register(server, deps)
-        self.port = server.add_insecure_port(settings.listen)
+        if credentials is not None:
+            self.port = server.add_secure_port(settings.listen, credentials)
+        else:
+            self.port = server.add_insecure_port(settings.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
+        if settings.metrics_listen:
+            self.metrics_server = metrics.MetricsServer(settings.metrics_listen)
+            db.observer = metrics.observe_db
+            db.on_commit(metrics.record_event_heads)
         await server.start()
         self._server = server
-        log.info("listening", extra={"listen": settings.listen, "port": self.port})
+        log.info(
+            "listening",
+            extra={"listen": settings.listen, "port": self.port, "tls": credentials is not None,
+                   "mutual_tls": bool(settings.tls_client_ca), "auth": self.authorizer is not None},
+        )
         await asyncio.to_thread(self._prepare_database, db)
         db.start()
         for hook in deps.startup:
@@ -109,6 +136,9 @@ class StatewardServer:
         if self.db is not None:
             await asyncio.to_thread(self.db.close)
             self.db = None
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -124,7 +154,14 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stopping.set)
     try:
         await server.start()
+        if server.authorizer is not None:
+            install_sighup(loop, server.authorizer)
         await stopping.wait()
         log.info("shutting down", extra={"grace_period": settings.grace_period})
     finally:
         await server.stop()
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")

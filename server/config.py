@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any
 
 
+class ConfigError(ValueError):
+    """A setting names a file or value the server cannot use; reported without a traceback."""
+
+
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
@@ -46,6 +50,10 @@ class Settings:
     max_subscribers: int = _opt(1000, "concurrent SubscribeEvents streams per server")
     # Recovery (checkpoints, retention)
     blob_compression: str = _opt("none", "compression of stored checkpoint blobs", choices=("none", "zstd"))
+    blob_options: str = _opt(
+        "", 'fsspec storage options for blob_url and archive_url, a JSON object such as '
+        '{"endpoint_url": "http://127.0.0.1:9000"}; S3 credentials come from the AWS environment',
+    )
     blob_gc_grace: float = _opt(3600.0, "seconds before a blob without a manifest is collected")
     checkpoint_keep_last: int = _opt(0, "checkpoints kept per agent by retention; 0 keeps all")
     checkpoint_max_age: float = _opt(0.0, "seconds after which retention deletes checkpoints; 0 never")
@@ -55,6 +63,18 @@ class Settings:
     retry_timeout_cap: float = _opt(3600.0, "upper bound in seconds for a suggested timeout")
     retry_backoff_base: float = _opt(1.0, "base delay in seconds for RETRY_WITH_BACKOFF plans")
     retry_backoff_cap: float = _opt(300.0, "upper bound in seconds for a backoff delay")
+    # Security and operations (see docs/operations.md)
+    tls_cert: str = _opt("", "PEM certificate chain the server presents; TLS is on when set")
+    tls_key: str = _opt("", "PEM private key of tls_cert")
+    tls_client_ca: str = _opt("", "PEM CA bundle client certificates must chain to (mutual TLS)")
+    auth_tokens_file: str = _opt("", "TOML file of hashed tokens; auth is on when set")
+    auth_open_methods: str = _opt(
+        "grpc.health.v1.Health,grpc.reflection.v1alpha.ServerReflection,"
+        "grpc.reflection.v1.ServerReflection",
+        "comma-separated services or /service/method paths answered without a token",
+    )
+    metrics_listen: str = _opt("", "host:port for the Prometheus /metrics endpoint; empty: off")
+    max_concurrent_streams: int = _opt(1000, "open calls allowed per connection; 0: no limit")
 
     @property
     def resolved_database_url(self) -> str:

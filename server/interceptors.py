@@ -1,23 +1,21 @@
-"""Server interceptors: one structured log line per RPC."""
+"""Server interceptors: the request id, one structured log line and the metrics of each RPC."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import Token
 from typing import Any
 
 import grpc
 
+from stateward.server import request_id
+from stateward.server.metrics import RpcMetrics
+
 log = logging.getLogger("stateward.rpc")
-
-
-def _request_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id":
-            return str(value)[:128]
-    return uuid.uuid4().hex
 
 
 def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str:
@@ -28,64 +26,110 @@ def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str
         return "OK"
     if isinstance(error, grpc.aio.AbortError):
         return "ABORTED_CALL"
-    return "CANCELLED" if isinstance(error, BaseException) and type(error).__name__ == "CancelledError" else "UNKNOWN"
+    if isinstance(error, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    return "UNKNOWN"
 
 
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
-    """Logs method, status code, duration and peer once per call, at INFO."""
+    """Per call: puts a :class:`request_id.Call` in context (for log lines and error
+    details), logs method, status code, duration and peer once at INFO, and records the
+    RPC metrics when ``metrics`` is given. Outermost, so it also sees calls refused by auth.
+    """
+
+    def __init__(self, metrics: RpcMetrics | None = None) -> None:
+        self.metrics = metrics
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or not log.isEnabledFor(logging.INFO):
-            return handler
         method = details.method
+        call = request_id.Call(request_id.from_metadata(details.invocation_metadata), method)
+        outer = request_id.CURRENT.set(call)  # the interceptors further in (auth) see the call
+        try:
+            handler = await continuation(details)
+        finally:
+            request_id.CURRENT.reset(outer)
+        if handler is None:
+            return handler
+        metrics = self.metrics
 
-        def finish(context: grpc.aio.ServicerContext, started: float, error: BaseException | None) -> None:
-            log.info(
-                "rpc",
-                extra={
+        def begin() -> tuple[Token[request_id.Call | None], float]:
+            if metrics is not None:
+                metrics.started(method)
+            return request_id.CURRENT.set(call), time.perf_counter()
+
+        def finish(
+            context: grpc.aio.ServicerContext,
+            entered: tuple[Token[request_id.Call | None], float],
+            error: BaseException | None,
+        ) -> None:
+            token, started = entered
+            code = _code(context, error)
+            elapsed = time.perf_counter() - started
+            if metrics is not None:
+                metrics.finished(method, code, elapsed)
+            if log.isEnabledFor(logging.INFO):
+                extra = {
                     "method": method,
-                    "code": _code(context, error),
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "code": code,
+                    "duration_ms": round(elapsed * 1000, 3),
                     "peer": context.peer(),
-                    "request_id": _request_id(context),
-                },
-            )
+                    "request_id": call.request_id,
+                }
+                if call.principal is not None:
+                    extra["principal"] = call.principal
+                log.info("rpc", extra=extra)
+            try:
+                request_id.CURRENT.reset(token)
+            except ValueError:  # a stream closed from another context: nothing to restore
+                pass
 
-        if handler.unary_unary or handler.stream_unary:
-            inner = handler.unary_unary or handler.stream_unary
+        inner = (
+            handler.unary_unary
+            or handler.stream_unary
+            or handler.unary_stream
+            or handler.stream_stream
+        )
+        factory = (
+            grpc.unary_unary_rpc_method_handler
+            if handler.unary_unary
+            else grpc.stream_unary_rpc_method_handler
+            if handler.stream_unary
+            else grpc.unary_stream_rpc_method_handler
+            if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler
+        )
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                started, error = time.perf_counter(), None
+        if inspect.isasyncgenfunction(inner):  # a streaming handler that yields its responses
+
+            async def streaming(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                entered, error = begin(), None
                 try:
-                    return await inner(request, context)
+                    async for item in inner(request, context):
+                        yield item
                 except BaseException as exc:
                     error = exc
                     raise
                 finally:
-                    finish(context, started, error)
+                    finish(context, entered, error)
 
-            factory = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
-                       else grpc.stream_unary_rpc_method_handler)
-            return factory(unary, handler.request_deserializer, handler.response_serializer)
+            return factory(streaming, handler.request_deserializer, handler.response_serializer)
 
-        inner_stream = handler.unary_stream or handler.stream_stream
-
-        async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started, error = time.perf_counter(), None
+        # A unary response, or a stream written with context.write() (or refused at once).
+        async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            entered, error = begin(), None
             try:
-                async for item in inner_stream(request, context):
-                    yield item
+                return await inner(request, context)
             except BaseException as exc:
                 error = exc
                 raise
             finally:
-                finish(context, started, error)
+                finish(context, entered, error)
 
-        factory = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
-                   else grpc.stream_stream_rpc_method_handler)
-        return factory(streaming, handler.request_deserializer, handler.response_serializer)
+        return factory(coroutine, handler.request_deserializer, handler.response_serializer)

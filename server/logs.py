@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from stateward.server.request_id import RequestIdFilter
+
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -42,6 +44,7 @@ class TextFormatter(logging.Formatter):
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())  # request_id on every line logged during a call
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

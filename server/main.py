@@ -29,7 +29,7 @@ def serve_main(argv: list[str]) -> int:
 
     try:
         asyncio.run(serve(settings))
-    except SchemaMismatch as error:
+    except (SchemaMismatch, config.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

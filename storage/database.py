@@ -166,6 +166,9 @@ class Database:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._commit_listeners: list[Callable[[list[EventDraft]], None]] = []
+        # Timing hook for metrics, kept free of any metrics library: observer(kind, seconds)
+        # with kind "read" (one snapshot), "write" (one write function) or "commit" (a batch).
+        self.observer: Callable[[str, float], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -196,11 +199,21 @@ class Database:
         return self._run_read(fn)
 
     def _run_read(self, fn: Callable[[Connection], T]) -> T:
+        started = time.perf_counter()
         try:
             with self.engine.connect() as conn:
                 return fn(conn)
         except sa_exc.SQLAlchemyError as error:
             raise translate(error) from error
+        finally:
+            self._observe("read", started)
+
+    def _observe(self, kind: str, started: float) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(kind, time.perf_counter() - started)
+            except Exception:  # metrics must never fail a read or undo a write
+                log.exception("database observer failed")
 
     async def write(self, fn: Callable[[WriteContext], T]) -> T:
         """Run ``fn(ctx)`` in the next group commit; returns once it is durable."""
@@ -244,12 +257,14 @@ class Database:
     def _commit_batch(self, jobs: list[_Job]) -> None:
         batch = _Batch()
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        started = time.perf_counter()
         try:
             with self.write_engine.connect() as conn:
                 with conn.begin():
                     for job in jobs:
                         outcomes.append(self._run_job(conn, batch, job))
                     self._flush_events(conn, batch)
+            self._observe("commit", started)
         except BaseException as error:  # the whole batch failed: nothing committed
             failure = translate(error)
             log.warning("write batch of %d failed: %s", len(jobs), failure)
@@ -278,9 +293,11 @@ class Database:
         heads = dict(batch.heads)
         n_events, n_callbacks = len(batch.events), len(batch.callbacks)
         savepoint = conn.begin_nested()
+        started = time.perf_counter()
         try:
             result = job.fn(WriteContext(conn, self.dialect, batch))
             savepoint.commit()
+            self._observe("write", started)
             return job, result, None
         except sa_exc.OperationalError:
             raise  # the connection or the disk failed: the whole batch goes

@@ -50,7 +50,9 @@ def run(cmd: list[str | Path], *, timeout: float = 600, **kwargs: Any) -> str:
             [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kwargs
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"timed out after {timeout}s: {shown}\n{exc.stdout}\n{exc.stderr}", False)
+        pytest.fail(
+            f"timed out after {timeout}s: {shown}\n{exc.stdout}\n{exc.stderr}", pytrace=False
+        )
     if proc.returncode != 0:
         pytest.fail(
             f"exit {proc.returncode}: {shown}\n"
@@ -134,7 +136,7 @@ IMPORT_ALL = textwrap.dedent("""
             except Exception:
                 record(name)
                 continue
-            if not module.__file__.startswith(sys.prefix):
+            if not (module.__file__ or "").startswith(sys.prefix):
                 failures.append(f"{name} imported from outside the venv: {module.__file__}")
             imported.append(name)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -50,14 +51,25 @@ def respond(result: Any, response_type: type[M], build: Callable[[Any], M]) -> M
 
 
 def unary(method: Handler) -> Handler:
-    """Turn domain and storage errors raised by a unary handler into gRPC statuses."""
+    """Turn domain and storage errors raised by a unary handler into gRPC statuses, and
+    stop its work (queued database reads and writes included) at the caller's deadline."""
 
     @functools.wraps(method)
     async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        budget = asyncio.timeout(context.time_remaining())  # None: the caller set no deadline
         try:
-            return await method(self, request, context)
+            async with budget:
+                return await method(self, request, context)
         except (grpc.aio.AbortError, grpc.RpcError):
             raise
+        except TimeoutError as error:
+            if not budget.expired():
+                await status.abort(context, error)
+            await context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "the caller's deadline passed before the work finished; "
+                "a write may or may not have been applied: retry with the same request_id",
+            )
         except Exception as error:
             await status.abort(context, error)
 

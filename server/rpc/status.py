@@ -10,6 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from stateward.server.domain import errors as domain
+from stateward.server.request_id import current_request_id
 from stateward.storage import errors as storage
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,17 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
+pack = _pack  # for the auth interceptor, which builds its statuses itself
+
+
+def request_info() -> any_pb2.Any | None:
+    """The call's request id as a google.rpc.RequestInfo detail (None outside a call)."""
+    request_id = current_request_id()
+    if not request_id:
+        return None
+    return _pack(error_details_pb2.RequestInfo(request_id=request_id))
+
+
 def to_status(error: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     """The google.rpc.Status for a known error, with its details attached."""
     message = getattr(error, "message", None) or str(error)
@@ -71,6 +83,9 @@ def to_status(error: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     else:
         reason = type(error).__name__.upper()
         status.details.append(_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN)))
+    info = request_info()
+    if info is not None:
+        status.details.append(info)
     return status
 
 
@@ -79,6 +94,14 @@ async def abort(context: grpc.aio.ServicerContext, error: BaseException) -> None
     code = code_for(error)
     if code is None:
         log.exception("unexpected error", exc_info=error)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
+        request_id = current_request_id()
+        status = status_pb2.Status(
+            code=code_pb2.INTERNAL,
+            message=f"internal error; the server log has details under request id {request_id}",
+        )
+        info = request_info()
+        if info is not None:
+            status.details.append(info)
+        await context.abort_with_status(rpc_status.to_status(status))
         return
     await context.abort_with_status(rpc_status.to_status(to_status(error, code)))

@@ -5,11 +5,13 @@ from __future__ import annotations
 import grpc
 
 from stateward.server.deps import Deps
+from stateward.server.domain.errors import InvalidArgument
 from stateward.server.domain.lifecycle import Action
 from stateward.server.rpc import convert
 from stateward.server.rpc.context import namespace, replay, respond, unary
 from stateward.server.services.lifecycle import LifecycleService, TransitionResult
 from stateward.storage.records import ErrorRecord
+from stateward.v1 import common_pb2
 from stateward.v1 import lifecycle_pb2 as pb
 from stateward.v1 import lifecycle_pb2_grpc
 
@@ -39,6 +41,8 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
     @unary
     async def ListAgents(self, request: pb.ListAgentsRequest, context: Ctx) -> pb.ListAgentsResponse:
         status = convert.AGENT_STATUS_NAME.get(request.status) if request.status else None
+        if request.status and status is None:  # open proto3 enum: unknown numbers arrive as-is
+            raise InvalidArgument.one("status", f"is not a known AgentStatus (got {request.status})")
         records, token = await self.service.list(
             namespace(context), status=status, type=request.type, labels=dict(request.labels),
             page_size=request.page_size, page_token=request.page_token,
@@ -93,6 +97,8 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
     async def ReportAgentError(
         self, request: pb.ReportAgentErrorRequest, context: Ctx
     ) -> pb.ReportAgentErrorResponse:
+        if request.kind not in common_pb2.ErrorKind.values():
+            raise InvalidArgument.one("kind", f"is not a known ErrorKind (got {request.kind})")
         error = ErrorRecord(request.message, int(request.kind), False, request.details_json, 0)
         return await self._transition(
             request, context, Action.REPORT_ERROR, pb.ReportAgentErrorResponse, error=error

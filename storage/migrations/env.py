@@ -6,15 +6,22 @@ from alembic import context
 
 from stateward.storage.schema import metadata
 
-connection = context.config.attributes.get("connection")
-if connection is None:  # pragma: no cover - only through stateward.storage.migrate
-    raise RuntimeError("run migrations through stateward.storage.migrate")
 
-context.configure(
-    connection=connection,
-    target_metadata=metadata,
-    render_as_batch=connection.dialect.name == "sqlite",
-    compare_type=True,
-)
-with context.begin_transaction():
-    context.run_migrations()
+def run_migrations() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations through stateward.storage.migrate")
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+# Alembic executes this module with a configured context; a plain import (for
+# instance by a packaging test that imports every module) must not run anything.
+if getattr(context, "config", None) is not None:
+    run_migrations()

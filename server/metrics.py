@@ -1,0 +1,259 @@
+"""Prometheus metrics: one registry for the process, served on ``--metrics-listen``.
+
+Other modules update the objects below directly; they are cheap to call even when
+no endpoint is served. Where each is fed from:
+
+=================================  ==========================================================
+metric                             fed by
+=================================  ==========================================================
+stateward_rpc_handled_total        access-log interceptor (every RPC, per method and code)
+stateward_rpc_duration_seconds     access-log interceptor
+stateward_rpc_in_flight            access-log interceptor (streams count while open)
+stateward_db_duration_seconds      ``Database.observer`` (read / write / commit)
+stateward_event_head_sequence      ``Database.on_commit`` listener installed by the app
+stateward_subscribers              SubscribeEvents: ``SUBSCRIBERS.inc()`` on open, ``.dec()`` at end
+stateward_subscriber_lag_events    SubscribeEvents: ``SUBSCRIBER_LAG.observe(head - sent_sequence)``
+                                   per delivered batch
+stateward_subscriber_catchups      SubscribeEvents: ``SUBSCRIBER_CATCHUPS.inc()`` when a
+                                   subscriber overflows its buffer and reads from the log
+stateward_checkpoint_bytes_total   checkpoints: ``CHECKPOINT_BYTES.labels(direction="in").inc(n)``
+                                   on upload/create, ``direction="out"`` on download
+stateward_cache_requests_total     caches: ``cache_hit("state")`` / ``cache_miss("state")``
+stateward_cache_hit_ratio          derived at scrape time from the counters above
+stateward_sweeper_actions_total    sweeper ``SWEEPER_ACTIONS.labels(action="task_timed_out").inc()``
+stateward_retention_actions_total  retention: ``RETENTION_ACTIONS.labels(action=...).inc(n)``
+                                   with action checkpoint_pruned, run_archived, blob_collected
+=================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+
+from stateward.storage.database import EventDraft
+
+# The *_created series double the exposition and no dashboard of ours uses them.
+disable_created_metrics()
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+# Latency buckets from 100 µs (a cached GetState) to 10 s (a big upload).
+_LATENCY = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+)
+
+RPC_HANDLED = Counter(
+    "stateward_rpc_handled",
+    "RPCs completed, by method and status code",
+    ["service", "method", "code"],
+    registry=REGISTRY,
+)
+RPC_DURATION = Histogram(
+    "stateward_rpc_duration_seconds",
+    "Time from the call reaching the server to its status",
+    ["service", "method", "code"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+RPC_IN_FLIGHT = Gauge(
+    "stateward_rpc_in_flight",
+    "RPCs being served right now (open streams included)",
+    ["service", "method"],
+    registry=REGISTRY,
+)
+DB_DURATION = Histogram(
+    "stateward_db_duration_seconds",
+    "Database work: read = one read snapshot, write = one write function inside its savepoint, "
+    "commit = one whole group commit (including the fsync)",
+    ["kind"],
+    buckets=_LATENCY,
+    registry=REGISTRY,
+)
+EVENT_HEAD = Gauge(
+    "stateward_event_head_sequence",
+    "Newest committed event sequence seen by this replica",
+    ["namespace"],
+    registry=REGISTRY,
+)
+SUBSCRIBERS = Gauge(
+    "stateward_subscribers",
+    "Open SubscribeEvents streams on this replica",
+    registry=REGISTRY,
+)
+SUBSCRIBER_LAG = Histogram(
+    "stateward_subscriber_lag_events",
+    "How many events a subscriber was behind the head on delivery",
+    buckets=(0, 1, 10, 100, 1000, 10000, 100000),
+    registry=REGISTRY,
+)
+SUBSCRIBER_CATCHUPS = Counter(
+    "stateward_subscriber_catchups",
+    "Subscribers that overflowed their buffer and read the log",
+    registry=REGISTRY,
+)
+CHECKPOINT_BYTES = Counter(
+    "stateward_checkpoint_bytes",
+    "Checkpoint payload bytes received (in) and sent (out)",
+    ["direction"],
+    registry=REGISTRY,
+)
+CACHE_REQUESTS = Counter(
+    "stateward_cache_requests",
+    "Hot-read cache lookups, by cache and result (hit or miss)",
+    ["cache", "result"],
+    registry=REGISTRY,
+)
+SWEEPER_ACTIONS = Counter(
+    "stateward_sweeper_actions",
+    "Actions taken by the lease sweeper",
+    ["action"],
+    registry=REGISTRY,
+)
+RETENTION_ACTIONS = Counter(
+    "stateward_retention_actions",
+    "Records removed or archived by retention",
+    ["action"],
+    registry=REGISTRY,
+)
+
+for _direction in ("in", "out"):
+    CHECKPOINT_BYTES.labels(direction=_direction)
+
+
+def cache_hit(cache: str) -> None:
+    CACHE_REQUESTS.labels(cache=cache, result="hit").inc()
+
+
+def cache_miss(cache: str) -> None:
+    CACHE_REQUESTS.labels(cache=cache, result="miss").inc()
+
+
+class _CacheHitRatio(Collector):
+    """Lifetime hit ratio per cache; for a recent ratio use rate() over the counters."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "stateward_cache_hit_ratio",
+            "Cache hits / lookups since start, per cache",
+            labels=["cache"],
+        )
+        totals: dict[str, list[float]] = {}
+        for metric in CACHE_REQUESTS.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    hits_total = totals.setdefault(sample.labels["cache"], [0.0, 0.0])
+                    hits_total[1] += sample.value
+                    if sample.labels["result"] == "hit":
+                        hits_total[0] += sample.value
+        for cache, (hits, total) in sorted(totals.items()):
+            family.add_metric([cache], hits / total if total else 0.0)
+        yield family
+
+
+REGISTRY.register(_CacheHitRatio())
+
+
+# -- hooks the app installs ---------------------------------------------------------------
+
+
+def observe_db(kind: str, seconds: float) -> None:
+    """``Database.observer``: called from the read pool and the writer thread."""
+    DB_DURATION.labels(kind=kind).observe(seconds)
+
+
+def record_event_heads(events: list[EventDraft]) -> None:
+    """``Database.on_commit`` listener: sequences rise within a batch, so the last one wins."""
+    heads = {event.namespace: event.sequence for event in events}
+    for namespace, head in heads.items():
+        EVENT_HEAD.labels(namespace=namespace).set(head)
+
+
+class RpcMetrics:
+    """What the access-log interceptor records per call, with label children cached."""
+
+    def __init__(self) -> None:
+        self._done: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._in_flight: dict[str, Gauge] = {}
+
+    @staticmethod
+    def _split(full_method: str) -> tuple[str, str]:
+        _, _, rest = full_method.partition("/")
+        service, _, method = rest.partition("/")
+        return service, method
+
+    def started(self, full_method: str) -> None:
+        gauge = self._in_flight.get(full_method)
+        if gauge is None:
+            gauge = self._in_flight[full_method] = RPC_IN_FLIGHT.labels(*self._split(full_method))
+        gauge.inc()
+
+    def finished(self, full_method: str, code: str, seconds: float) -> None:
+        self._in_flight[full_method].dec()
+        children = self._done.get((full_method, code))
+        if children is None:
+            labels = (*self._split(full_method), code)
+            children = self._done[(full_method, code)] = (
+                RPC_HANDLED.labels(*labels),
+                RPC_DURATION.labels(*labels),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+# -- the HTTP endpoint ------------------------------------------------------------------
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) -> (host, port); raises ValueError when malformed."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"metrics_listen: expected host:port, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+class MetricsServer:
+    """The /metrics endpoint in a daemon thread (prometheus-client's WSGI server)."""
+
+    def __init__(self, listen: str) -> None:
+        host, port = parse_listen(listen)
+        self._httpd: WSGIServer
+        self._thread: threading.Thread
+        self._httpd, self._thread = start_http_server(port, addr=host, registry=REGISTRY)
+        self.port: int = self._httpd.server_port
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)

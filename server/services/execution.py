@@ -1,0 +1,682 @@
+"""Execution use cases: workflow runs, task runs, the event log and subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+from sqlalchemy import Connection
+
+from stateward.server.domain import paging
+from stateward.server.domain import runs as rules
+from stateward.server.domain import validation as check
+from stateward.server.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Violations,
+)
+from stateward.server.domain.runs import RunStatus, TaskStatus
+from stateward.server.events_bus import EventBus
+from stateward.server.services.idempotency import Replay, Stored, guarded
+from stateward.server.services.sweeper import mark_expired
+from stateward.storage import Database, WriteContext
+from stateward.storage import agents as agent_rows
+from stateward.storage import events as event_log
+from stateward.storage import runs as run_rows
+from stateward.storage.events import EventFilter
+from stateward.storage.records import ErrorRecord, EventRecord
+from stateward.storage.runs import RunRecord, TaskRunRecord
+
+T = TypeVar("T")
+
+CATCH_UP_PAGE = 500
+DEFAULT_KEEPALIVE = 15.0
+_TYPE_CACHE_LIMIT = 4096
+
+
+def _data(**fields: object) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class NewEvent(NamedTuple):
+    """A client event to append, as the transport received it (a tuple: cheap per event)."""
+
+    type: str
+    data: bytes
+    client_time: int | None
+    run_id: str
+    task_run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A heartbeat's answer."""
+
+    cancel_requested: bool
+    expires_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """A subscription item: nothing new; ``head`` is the newest committed sequence."""
+
+    head: int
+
+
+class _LeaseExpired(FailedPrecondition):
+    """Raised inside a write to roll it back; the caller then finishes the task run."""
+
+    def __init__(self, task_run_id: str) -> None:
+        super().__init__(f"task run {task_run_id!r}'s lease expired", reason="LEASE_EXPIRED")
+        self.task_run_id = task_run_id
+
+
+def _run_not_found(run_id: str) -> NotFound:
+    return NotFound(f"workflow run {run_id!r} does not exist")
+
+
+def _task_not_found(task_run_id: str) -> NotFound:
+    return NotFound(f"task run {task_run_id!r} does not exist")
+
+
+def _check_error(v: Violations, error: ErrorRecord) -> None:
+    check.check_text(v, "error.message", error.message, check.MAX_MESSAGE, required=True)
+    if error.kind not in rules.ERROR_KINDS:
+        v.add("error.kind", f"is not a known ErrorKind (got {error.kind})")
+    if error.details:
+        check.parse_json(v, "error.details_json", error.details, limit=rules.MAX_DOCUMENT)
+
+
+def _check_document(v: Violations, field: str, raw: bytes) -> bytes:
+    """Any JSON value up to the document limit; empty means null."""
+    if not raw:
+        return b"null"
+    check.parse_json(v, field, raw, limit=rules.MAX_DOCUMENT, require_object=False)
+    return raw
+
+
+def _page(items: list[T], size: int, digest: str, cursor: Callable[[T], list[Any]]) -> tuple[list[T], str]:
+    if len(items) > size:
+        items = items[:size]
+        return items, paging.encode(digest, cursor(items[-1]))
+    return items, ""
+
+
+class ExecutionService:
+    def __init__(self, db: Database, bus: EventBus) -> None:
+        self.db = db
+        self.bus = bus
+        self._valid_types: set[str] = set()
+
+    # -- workflow runs ----------------------------------------------------------------------------
+    async def start_run(
+        self,
+        namespace: str,
+        workflow_name: str,
+        agent_id: str,
+        input: bytes,
+        labels: dict[str, str],
+        replay: Replay | None = None,
+    ) -> RunRecord | Stored:
+        v = Violations()
+        check.check_text(v, "workflow_name", workflow_name, check.MAX_TYPE, required=True)
+        check.check_id(v, "agent_id", agent_id, required=False)
+        input = _check_document(v, "input_json", input)
+        check.check_labels(v, "labels", labels)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> RunRecord:
+            if agent_id:
+                self._require_live_agent(ctx.conn, namespace, agent_id)
+            run_id = rules.new_run_id(ctx.now)
+            record = RunRecord(
+                namespace=namespace, run_id=run_id, workflow_name=workflow_name,
+                agent_id=agent_id or None, status=RunStatus.RUNNING.value, input=input,
+                labels=dict(labels), attempt=1, root_run_id=run_id, created_at=ctx.now,
+                updated_at=ctx.now, started_at=ctx.now,
+            )
+            run_rows.insert_run(ctx.conn, record)
+            ctx.emit(namespace, rules.RUN_EVENTS[RunStatus.RUNNING],
+                     _data(workflow_name=workflow_name, attempt=1),
+                     agent_id=record.agent_id, run_id=run_id)
+            return record
+
+        return await self.db.write(guarded(namespace, replay, write))
+
+    async def get_run(self, namespace: str, run_id: str) -> RunRecord:
+        v = Violations()
+        check.check_id(v, "run_id", run_id)
+        v.raise_if_any()
+        record = await self.db.read(lambda conn: run_rows.get_run(conn, namespace, run_id))
+        if record is None:
+            raise _run_not_found(run_id)
+        return record
+
+    async def list_runs(
+        self,
+        namespace: str,
+        *,
+        workflow_name: str,
+        status: str | None,
+        labels: dict[str, str],
+        agent_id: str,
+        created_from: int | None,
+        created_to: int | None,
+        root_run_id: str,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[RunRecord], str]:
+        v = Violations()
+        check.check_text(v, "workflow_name", workflow_name, check.MAX_TYPE)
+        check.check_labels(v, "labels", labels)
+        check.check_id(v, "agent_id", agent_id, required=False)
+        check.check_id(v, "root_run_id", root_run_id, required=False)
+        size = check.check_page_size(v, page_size)
+        v.raise_if_any()
+        digest = paging.filter_digest("runs", workflow_name, status, sorted(labels.items()), agent_id,
+                                      created_from, created_to, root_run_id)
+        cursor = paging.decode(page_token, digest, (int, str))
+        before = (cursor[0], cursor[1]) if cursor else None
+        rows = await self.db.read(
+            lambda conn: run_rows.list_runs(
+                conn, namespace, workflow_name=workflow_name or None, status=status, labels=labels,
+                agent_id=agent_id or None, created_from=created_from, created_to=created_to,
+                root_run_id=root_run_id or None, before=before, limit=size,
+            )
+        )
+        return _page(rows, size, digest, lambda r: [r.created_at, r.run_id])
+
+    async def complete_run(
+        self, namespace: str, run_id: str, result: bytes, replay: Replay | None = None
+    ) -> RunRecord | Stored:
+        v = Violations()
+        check.check_id(v, "run_id", run_id)
+        result = _check_document(v, "result_json", result)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+        return await self._finish_run(namespace, run_id, RunStatus.COMPLETED, replay,
+                                      result=result, data={})
+
+    async def fail_run(
+        self, namespace: str, run_id: str, error: ErrorRecord, replay: Replay | None = None
+    ) -> RunRecord | Stored:
+        v = Violations()
+        check.check_id(v, "run_id", run_id)
+        _check_error(v, error)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+        return await self._finish_run(
+            namespace, run_id, RunStatus.FAILED, replay, error=error,
+            data={"error": error.message, "error_kind": error.kind, "retryable": error.retryable},
+        )
+
+    async def cancel_run(
+        self, namespace: str, run_id: str, reason: str, replay: Replay | None = None
+    ) -> RunRecord | Stored:
+        v = Violations()
+        check.check_id(v, "run_id", run_id)
+        check.check_text(v, "reason", reason, check.MAX_REASON)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+        return await self._finish_run(namespace, run_id, RunStatus.CANCELLED, replay,
+                                      data={"reason": reason}, cancel=True)
+
+    async def _finish_run(
+        self,
+        namespace: str,
+        run_id: str,
+        target: RunStatus,
+        replay: Replay | None,
+        *,
+        data: dict[str, Any],
+        result: bytes | None = None,
+        error: ErrorRecord | None = None,
+        cancel: bool = False,
+    ) -> RunRecord | Stored:
+        def write(ctx: WriteContext) -> RunRecord:
+            record = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
+            if record is None:
+                raise _run_not_found(run_id)
+            rules.require_run_move(run_id, record.status, target)
+            stamped = (ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now)
+                       if error is not None else None)
+            if not run_rows.finish_run(ctx.conn, record, target.value, ctx.now, result=result,
+                                       error=stamped, cancel_requested=True if cancel else None):
+                raise FailedPrecondition(
+                    f"workflow run {run_id!r} changed concurrently; read it again",
+                    reason="INVALID_RUN_STATUS", subject=f"runs/{run_id}",
+                )
+            if cancel:
+                flagged = run_rows.request_cancel(ctx.conn, namespace, run_id)
+                data["cancel_requested_task_runs"] = len(flagged)
+            ctx.emit(namespace, rules.RUN_EVENTS[target], _data(**data),
+                     agent_id=record.agent_id, run_id=run_id)
+            return record
+
+        return await self.db.write(guarded(namespace, replay, write))
+
+    # -- task runs ------------------------------------------------------------------------------------
+    async def start_task(
+        self,
+        namespace: str,
+        run_id: str,
+        task_id: str,
+        agent_id: str,
+        *,
+        timeout_us: int | None,
+        heartbeat_timeout_us: int | None,
+        input: bytes,
+        replay: Replay | None = None,
+    ) -> TaskRunRecord | Stored:
+        v = Violations()
+        check.check_id(v, "run_id", run_id)
+        check.check_text(v, "task_id", task_id, check.MAX_TYPE, required=True)
+        check.check_id(v, "agent_id", agent_id)
+        rules.check_duration(v, "timeout", timeout_us)
+        rules.check_duration(v, "heartbeat_timeout", heartbeat_timeout_us)
+        input = _check_document(v, "input_json", input)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+        timeout_us, heartbeat_timeout_us = rules.effective_timeouts(timeout_us, heartbeat_timeout_us)
+
+        def write(ctx: WriteContext) -> TaskRunRecord:
+            # Locking the run orders task starts against its completion or cancellation
+            # and makes the attempt count race-free across replicas.
+            run = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
+            if run is None:
+                raise _run_not_found(run_id)
+            rules.require_run_running(run_id, run.status)
+            self._require_live_agent(ctx.conn, namespace, agent_id)
+            attempt = run_rows.max_attempt(ctx.conn, namespace, run.root_run_id, task_id) + 1
+            task_run_id = rules.new_task_run_id(ctx.now)
+            event = ctx.emit(namespace, rules.TASK_EVENTS[TaskStatus.RUNNING],
+                             _data(task_id=task_id, attempt=attempt),
+                             agent_id=agent_id, run_id=run_id, task_run_id=task_run_id)
+            record = TaskRunRecord(
+                namespace=namespace, task_run_id=task_run_id, run_id=run_id, task_id=task_id,
+                agent_id=agent_id, attempt=attempt, status=TaskStatus.RUNNING.value, input=input,
+                started_at=ctx.now, seq=event.sequence, timeout_us=timeout_us,
+                heartbeat_timeout_us=heartbeat_timeout_us,
+                lease_expires_at=rules.lease_expiry(ctx.now, timeout_us, None, heartbeat_timeout_us),
+            )
+            run_rows.insert_task(ctx.conn, record)
+            return record
+
+        return await self.db.write(guarded(namespace, replay, write))
+
+    async def heartbeat(self, namespace: str, task_run_id: str, progress: bytes) -> Lease:
+        v = Violations()
+        check.check_id(v, "task_run_id", task_run_id)
+        if progress:
+            check.parse_json(v, "progress_json", progress, limit=rules.MAX_DOCUMENT, require_object=False)
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> Lease:
+            task = self._running_task(ctx, namespace, task_run_id, "heartbeat")
+            lease = rules.lease_expiry(task.started_at, task.timeout_us, ctx.now, task.heartbeat_timeout_us)
+            if not run_rows.renew_lease(ctx.conn, task, ctx.now, lease, progress or None):
+                raise _LeaseExpired(task_run_id)
+            return Lease(task.cancel_requested, lease)
+
+        return await self._expiring(namespace, write)
+
+    async def complete_task(
+        self,
+        namespace: str,
+        task_run_id: str,
+        result: bytes,
+        compensation: bytes,
+        replay: Replay | None = None,
+    ) -> TaskRunRecord | Stored:
+        v = Violations()
+        check.check_id(v, "task_run_id", task_run_id)
+        result = _check_document(v, "result_json", result)
+        if compensation:
+            check.parse_json(v, "compensation_json", compensation, limit=rules.MAX_DOCUMENT,
+                             require_object=False)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> TaskRunRecord:
+            task = self._running_task(ctx, namespace, task_run_id, "complete")
+            if not run_rows.finish_task(ctx.conn, task, TaskStatus.COMPLETED.value, ctx.now,
+                                        result=result, compensation=compensation or None):
+                raise _LeaseExpired(task_run_id)
+            ctx.emit(namespace, rules.TASK_EVENTS[TaskStatus.COMPLETED],
+                     _data(task_id=task.task_id, attempt=task.attempt),
+                     agent_id=task.agent_id, run_id=task.run_id, task_run_id=task_run_id)
+            return task
+
+        return await self._expiring(namespace, guarded(namespace, replay, write))
+
+    async def fail_task(
+        self, namespace: str, task_run_id: str, error: ErrorRecord, replay: Replay | None = None
+    ) -> TaskRunRecord | Stored:
+        v = Violations()
+        check.check_id(v, "task_run_id", task_run_id)
+        _check_error(v, error)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> TaskRunRecord:
+            task = self._running_task(ctx, namespace, task_run_id, "fail")
+            status = rules.failure_status(task.cancel_requested)
+            stamped = ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now)
+            if not run_rows.finish_task(ctx.conn, task, status.value, ctx.now, error=stamped):
+                raise _LeaseExpired(task_run_id)
+            ctx.emit(namespace, rules.TASK_EVENTS[status],
+                     _data(task_id=task.task_id, attempt=task.attempt, error=error.message,
+                           error_kind=error.kind, retryable=error.retryable),
+                     agent_id=task.agent_id, run_id=task.run_id, task_run_id=task_run_id)
+            return task
+
+        return await self._expiring(namespace, guarded(namespace, replay, write))
+
+    def _running_task(self, ctx: WriteContext, namespace: str, task_run_id: str, action: str) -> TaskRunRecord:
+        task = run_rows.get_task(ctx.conn, namespace, task_run_id, for_update=True)
+        if task is None:
+            raise _task_not_found(task_run_id)
+        rules.require_task_running(task_run_id, task.status, action)
+        if rules.lease_expired(task.lease_expires_at, ctx.now):
+            raise _LeaseExpired(task_run_id)
+        return task
+
+    async def _expiring(self, namespace: str, write: Callable[[WriteContext], T]) -> T:
+        """Run a task-run write; if the lease had run out, finish the task run first and say so.
+
+        A late heartbeat or result never revives a task run: it is timed out on the
+        spot, as the sweeper would have done a moment later.
+        """
+        try:
+            return await self.db.write(write)
+        except _LeaseExpired as expired:
+            task_run_id = expired.task_run_id
+
+        def expire(ctx: WriteContext) -> TaskRunRecord | None:
+            mark_expired(ctx, namespace, task_run_id, interrupted=False)
+            return run_rows.get_task(ctx.conn, namespace, task_run_id)
+
+        task = await self.db.write(expire)
+        status = task.status if task is not None else TaskStatus.TIMED_OUT.value
+        message = task.error.message if task is not None and task.error else "its lease expired"
+        raise FailedPrecondition(
+            f"task run {task_run_id!r} is {status}: {message}",
+            reason="INVALID_TASK_STATUS",
+            subject=f"task-runs/{task_run_id}",
+            metadata={"current_status": status, "required_status": TaskStatus.RUNNING.value},
+        )
+
+    async def get_task(self, namespace: str, task_run_id: str) -> TaskRunRecord:
+        v = Violations()
+        check.check_id(v, "task_run_id", task_run_id)
+        v.raise_if_any()
+        record = await self.db.read(lambda conn: run_rows.get_task(conn, namespace, task_run_id))
+        if record is None:
+            raise _task_not_found(task_run_id)
+        return record
+
+    async def list_tasks(
+        self,
+        namespace: str,
+        *,
+        run_id: str,
+        agent_id: str,
+        status: str | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[TaskRunRecord], str]:
+        v = Violations()
+        if not run_id and not agent_id:
+            v.add("run_id", "run_id or agent_id is required")
+        check.check_id(v, "run_id", run_id, required=False)
+        check.check_id(v, "agent_id", agent_id, required=False)
+        size = check.check_page_size(v, page_size)
+        v.raise_if_any()
+        digest = paging.filter_digest("tasks", run_id, agent_id, status)
+        cursor = paging.decode(page_token, digest, (int,))
+        rows = await self.db.read(
+            lambda conn: run_rows.list_tasks(
+                conn, namespace, run_id=run_id or None, agent_id=agent_id or None, status=status,
+                after_seq=cursor[0] if cursor else None, limit=size,
+            )
+        )
+        return _page(rows, size, digest, lambda r: [r.seq])
+
+    async def agent_history(
+        self, namespace: str, agent_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[TaskRunRecord], str]:
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id)
+        size = check.check_page_size(v, page_size)
+        v.raise_if_any()
+        digest = paging.filter_digest("history", agent_id)
+        cursor = paging.decode(page_token, digest, (int,))
+
+        def read(conn: Connection) -> list[TaskRunRecord]:
+            if agent_rows.get(conn, namespace, agent_id) is None:
+                raise NotFound(f"agent {agent_id!r} does not exist")
+            return run_rows.list_tasks(
+                conn, namespace, run_id=None, agent_id=agent_id, status=None,
+                after_seq=cursor[0] if cursor else None, limit=size, newest_first=True,
+            )
+
+        rows = await self.db.read(read)
+        return _page(rows, size, digest, lambda r: [r.seq])
+
+    @staticmethod
+    def _require_live_agent(conn: Connection, namespace: str, agent_id: str) -> None:
+        agent = agent_rows.get(conn, namespace, agent_id)
+        if agent is None:
+            raise NotFound(f"agent {agent_id!r} does not exist")
+        if agent.status == "TERMINATED":
+            raise FailedPrecondition(
+                f"agent {agent_id!r} is TERMINATED; it can no longer run workflows or tasks",
+                reason="AGENT_TERMINATED", subject=f"agents/{agent_id}",
+                metadata={"current_status": agent.status},
+            )
+
+    # -- the event log ----------------------------------------------------------------------------------
+    async def append_events(
+        self, namespace: str, events: Sequence[NewEvent], replay: Replay | None = None
+    ) -> tuple[int, int] | Stored:
+        """Append client events atomically; returns the first and last sequence."""
+        v = Violations()
+        if not events:
+            v.add("events", "at least one event is required")
+        elif len(events) > rules.MAX_EVENTS_PER_APPEND:
+            v.add("events", f"at most {rules.MAX_EVENTS_PER_APPEND} events per call (got {len(events)})")
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+        run_ids: set[str] = set()
+        task_run_ids: set[str] = set()
+        valid_types = self._valid_types
+        for i, event in enumerate(events):
+            if event.type not in valid_types:
+                before = len(v.items)
+                rules.check_event_type(v, f"events[{i}].type", event.type)
+                if len(v.items) == before and len(valid_types) < _TYPE_CACHE_LIMIT:
+                    valid_types.add(event.type)
+            if event.data:
+                _check_event_data(v, f"events[{i}].data_json", event.data)
+            if event.task_run_id:
+                task_run_ids.add(event.task_run_id)
+            if event.run_id:
+                run_ids.add(event.run_id)
+            elif not event.task_run_id:
+                v.add(f"events[{i}]", "run_id or task_run_id is required")
+        for run_id in run_ids:
+            check.check_id(v, "events[].run_id", run_id)
+        for task_run_id in task_run_ids:
+            check.check_id(v, "events[].task_run_id", task_run_id)
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> tuple[int, int]:
+            runs, tasks = run_rows.owners(ctx.conn, namespace, run_ids, task_run_ids)
+            for run_id in run_ids:
+                if run_id not in runs:
+                    raise _run_not_found(run_id)
+            for task_run_id in task_run_ids:
+                if task_run_id not in tasks:
+                    raise _task_not_found(task_run_id)
+            emit = ctx.emit
+            first = 0
+            sequence = 0
+            for i, event in enumerate(events):
+                if event.task_run_id:
+                    run_id, agent_id = tasks[event.task_run_id]
+                    if event.run_id and event.run_id != run_id:
+                        raise InvalidArgument.one(
+                            f"events[{i}].run_id",
+                            f"task run {event.task_run_id!r} belongs to run {run_id!r}, "
+                            f"not {event.run_id!r}",
+                        )
+                    owner: str | None = agent_id
+                else:
+                    run_id = event.run_id
+                    owner = runs[run_id]
+                sequence = emit(namespace, event.type, event.data or b"{}", agent_id=owner,
+                                run_id=run_id, task_run_id=event.task_run_id or None,
+                                client_time=event.client_time).sequence
+                if not first:
+                    first = sequence
+            return first, sequence
+
+        return await self.db.write(guarded(namespace, replay, write))
+
+    async def list_events(
+        self,
+        namespace: str,
+        flt: EventFilter,
+        *,
+        after: int,
+        start: int | None,
+        end: int | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[EventRecord], str]:
+        v = Violations()
+        _check_filter(v, flt)
+        if after < 0:
+            v.add("after_sequence", "must not be negative")
+        size = check.check_page_size(v, page_size)
+        v.raise_if_any()
+        digest = paging.filter_digest("events", flt.agent_id, flt.run_id, flt.task_run_id,
+                                      sorted(flt.types), after, start, end)
+        cursor = paging.decode(page_token, digest, (int,))
+        position = cursor[0] if cursor else after
+        rows = await self.db.read(
+            lambda conn: event_log.list_page(conn, namespace, flt, after=position, start=start,
+                                             end=end, limit=size + 1)
+        )
+        return _page(rows, size, digest, lambda r: [r.sequence])
+
+    async def subscribe(
+        self,
+        namespace: str,
+        flt: EventFilter,
+        *,
+        after: int,
+        from_head: bool,
+        keepalive: float,
+    ) -> AsyncIterator[Any]:
+        """Matching events after ``after`` (or the head), then live ones; Keepalive when idle.
+
+        Exactly once and in order: ``position`` only grows, and everything yielded lies
+        beyond it. Nothing is missed: the subscription is armed before the catch-up read
+        that ends at a committed head, and the bus publishes everything after the head
+        it had when armed, in order. Events come encoded by the bus's encoder (live
+        events once for all subscribers); keepalives as ``Keepalive``.
+        """
+        v = Violations()
+        _check_filter(v, flt)
+        if after < 0:
+            v.add("after_sequence", "must not be negative")
+        if from_head and after:
+            v.add("from_head", "cannot be combined with after_sequence; set one of them")
+        if keepalive and not 1 <= keepalive <= 300:
+            v.add("keepalive_interval", f"must be between 1 s and 300 s (got {keepalive:g} s)")
+        v.raise_if_any()
+        interval = keepalive or DEFAULT_KEEPALIVE
+        bus = self.bus
+        encode = bus.encode
+        sub = await bus.subscribe(namespace, flt)
+        try:
+            position = after
+            if from_head:
+                position = await self.db.read(lambda conn: event_log.head(conn, namespace))
+            while not bus.closed:
+                if not sub.armed:
+                    # Catch up from the log; arm once nearly there, then read to the head again.
+                    caught_up = False
+                    while not bus.closed:
+                        start = position
+                        records, position = await self.db.read(
+                            lambda conn: event_log.catch_up(conn, namespace, flt, start, CATCH_UP_PAGE)
+                        )
+                        for record in records:
+                            yield encode(record)
+                        if len(records) < CATCH_UP_PAGE:
+                            if caught_up or sub.armed:
+                                break
+                            bus.arm(sub)
+                            caught_up = True
+                    continue
+                buffer = sub.buffer
+                while buffer and sub.armed:
+                    sequence, message = buffer.popleft()
+                    if sequence > position:
+                        position = sequence
+                        yield message
+                if not sub.armed or bus.closed:
+                    continue
+                sub.wakeup.clear()
+                if buffer:
+                    continue
+                try:
+                    await asyncio.wait_for(sub.wakeup.wait(), interval)
+                except TimeoutError:
+                    head = await self.db.read(lambda conn: event_log.head(conn, namespace))
+                    bus.saw_head(namespace, head)  # repairs a missed notification
+                    yield Keepalive(head)
+        finally:
+            bus.unsubscribe(sub)
+
+
+def _check_filter(v: Violations, flt: EventFilter) -> None:
+    check.check_id(v, "filter.agent_id", flt.agent_id, required=False)
+    check.check_id(v, "filter.run_id", flt.run_id, required=False)
+    check.check_id(v, "filter.task_run_id", flt.task_run_id, required=False)
+    if len(flt.types) > rules.MAX_FILTER_TYPES:
+        v.add("filter.types", f"at most {rules.MAX_FILTER_TYPES} types (got {len(flt.types)})")
+    for kind in flt.types:
+        if not rules.EVENT_TYPE_PATTERN.fullmatch(kind):
+            v.add("filter.types", f"{kind[:64]!r} is not a valid event type")
+
+
+def _check_event_data(v: Violations, field: str, raw: bytes) -> None:
+    """A JSON object up to 64 KiB: the cheap path for the common small, shallow event."""
+    if len(raw) > rules.MAX_EVENT_DATA:
+        v.add(field, f"must be at most {rules.MAX_EVENT_DATA} bytes (got {len(raw)})")
+        return
+    if raw.count(b"{") + raw.count(b"[") > check.MAX_JSON_DEPTH:
+        check.parse_json(v, field, raw, limit=rules.MAX_EVENT_DATA)  # counts nesting properly
+        return
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError as error:
+        v.add(field, f"must be UTF-8 encoded JSON (invalid byte at offset {error.start})")
+        return
+    except ValueError as error:
+        v.add(field, f"must be valid JSON ({error})")
+        return
+    if not isinstance(value, dict):
+        v.add(field, f"must be a JSON object, not {type(value).__name__}")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")

@@ -1,0 +1,700 @@
+"""Versioned agent state: compare-and-set writes, history, merge patches, hot reads.
+
+Writes are one closure each on the group-committing writer: lock the agent row, check
+the expected version, insert the version, move the agent's counters, prune history,
+emit the event. The latest state of each agent is cached in memory (``StateCache``):
+
+- on SQLite this process is the only writer (``SingleServerLock`` makes sure of it),
+  so the cache, updated after each commit, is authoritative: a hot GetState does not
+  touch the database;
+- on PostgreSQL other replicas write too, so a cached state is served only after a
+  one-row probe of the agent (``state_version`` and ``created_at``) says it is still
+  the live one. A write acknowledged by any replica is visible to the next read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import make_url
+
+from stateward.server.cache import ByteLRU
+from stateward.server.config import ConfigError
+from stateward.server.deps import Deps
+from stateward.server.domain import merge_patch, paging
+from stateward.server.domain import schema_migrations as migrations
+from stateward.server.domain import validation as check
+from stateward.server.domain.errors import (
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Violations,
+)
+from stateward.server.domain.lifecycle import Status
+from stateward.server.services.idempotency import Replay, Stored, guarded
+from stateward.storage import Database, EventDraft, WriteContext
+from stateward.storage import states as rows
+from stateward.storage.states import StateHead, StateRecord
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_GET = 1000
+DEFAULT_MIGRATE_PAGE = 100
+ENTRY_OVERHEAD = 256  # bytes a cached entry costs beyond its document, roughly
+MESSAGE_MARGIN = 64 << 10  # room for everything in a response besides documents
+# Event types this service writes; any other ``state.*`` event (from a module that
+# writes states rows itself, e.g. a checkpoint restore) drops the cached entry.
+OWN_EVENTS = frozenset({"state.saved", "state.patched", "state.cleared", "state.migrated"})
+
+
+@dataclass(frozen=True, slots=True)
+class CachedState:
+    """The latest state of one agent, as GetState answers it (already upgraded)."""
+
+    record: StateRecord
+    incarnation: int  # the agent's created_at: an id reused after a delete is another agent
+
+
+StateCache: TypeAlias = ByteLRU[tuple[str, str], CachedState]
+
+
+@dataclass(slots=True)
+class MigrationPage:
+    migrated: int
+    up_to_date: int
+    remaining: int
+    target_schema_version: int
+    next_page_token: str
+
+
+def _event_data(**fields: object) -> bytes:
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def serialise(value: Any) -> bytes:
+    """Compact UTF-8 JSON; lone surrogates (valid as JSON escapes) are kept as escapes."""
+    try:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        ).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _agent_missing(agent_id: str) -> NotFound:
+    return NotFound(f"agent {agent_id!r} does not exist")
+
+
+def _no_state(agent_id: str) -> NotFound:
+    return NotFound(f"agent {agent_id!r} has no state: it was never saved, or it was cleared")
+
+
+def _utc(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat().replace("+00:00", "Z")
+
+
+class StateService:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        cache: StateCache,
+        registry: migrations.MigrationRegistry,
+        max_bytes: int,
+        history: int,
+        max_message_bytes: int,
+    ) -> None:
+        self.db = db
+        self.cache = cache
+        self.registry = registry
+        self.max_bytes = max_bytes
+        self.history = max(1, history)
+        self.response_budget = max(max_message_bytes - MESSAGE_MARGIN, max_message_bytes // 2)
+        # Only on SQLite is this process the sole writer; see the module docstring.
+        self.cache_is_authoritative = db.dialect == "sqlite"
+
+    # -- writes --------------------------------------------------------------------
+    async def save(
+        self,
+        namespace: str,
+        agent_id: str,
+        document: bytes,
+        *,
+        expected_version: int | None,
+        schema_version: int,
+        replay: Replay | None = None,
+    ) -> StateRecord | Stored:
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id)
+        self._check_document(v, "document_json", document)
+        _check_expected_version(v, expected_version)
+        if schema_version < 0:
+            v.add("schema_version", f"must be 0 (meaning 1) or more (got {schema_version})")
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+        schema_version = schema_version or 1
+
+        def write(ctx: WriteContext) -> StateRecord:
+            event = self._emit_first(ctx, namespace, "state.saved", agent_id)
+            head = self._writable_head(ctx.conn, namespace, agent_id)
+            _compare(agent_id, head, expected_version)
+            return self._commit_version(ctx, namespace, head, document, schema_version, event)
+
+        return await self.db.write(guarded(namespace, replay, write))
+
+    async def patch(
+        self,
+        namespace: str,
+        agent_id: str,
+        patch: bytes,
+        *,
+        expected_version: int | None,
+        replay: Replay | None = None,
+    ) -> StateRecord | Stored:
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id)
+        changes = self._check_document(v, "patch_json", patch)
+        _check_expected_version(v, expected_version)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> StateRecord:
+            event = self._emit_first(ctx, namespace, "state.patched", agent_id)
+            head = self._writable_head(ctx.conn, namespace, agent_id)
+            _compare(agent_id, head, expected_version)
+            if head.state_version:
+                base = rows.get_version(ctx.conn, namespace, agent_id, head.state_version)
+                if base is None:  # the agent row points at a version that is gone
+                    raise _no_state(agent_id)
+                target, schema_version = self._upgrade(head.type, base, agent_id)
+            else:
+                target, schema_version = {}, self.registry.target(head.type)
+            merged = merge_patch.apply(target, changes)
+            try:
+                document = serialise(merged)
+            except ValueError:
+                raise InvalidArgument.one(
+                    "patch_json",
+                    "the patched document holds a number too large for a "
+                    "double-precision float; send the whole document with SaveState instead",
+                ) from None
+            if len(document) > self.max_bytes:
+                raise InvalidArgument.one(
+                    "patch_json",
+                    f"the patched document would be {len(document)} bytes, over the "
+                    f"limit of {self.max_bytes} bytes",
+                )
+            return self._commit_version(ctx, namespace, head, document, schema_version, event)
+
+        return await self.db.write(guarded(namespace, replay, write))
+
+    async def clear(
+        self, namespace: str, agent_id: str, replay: Replay | None = None
+    ) -> int | Stored:
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> int:
+            event = self._emit_first(ctx, namespace, "state.cleared", agent_id)
+            head = self._writable_head(ctx.conn, namespace, agent_id)
+            deleted = rows.delete_unpinned(ctx.conn, namespace, agent_id)
+            rows.set_versions(ctx.conn, namespace, agent_id, live=0, last=head.state_last_version)
+            event.data = _event_data(version=0, size=0, deleted_versions=deleted)
+            key = (namespace, agent_id)
+            ctx.after_commit(lambda: self.cache.discard(key))
+            return deleted
+
+        return await self.db.write(guarded(namespace, replay, write))
+
+    def _emit_first(
+        self, ctx: WriteContext, namespace: str, type: str, agent_id: str
+    ) -> EventDraft:
+        # Emitting before locking the agent row takes the namespace's event counter
+        # lock first, so on PostgreSQL every state write locks counter then agent row,
+        # in that order: two replicas' batches cannot deadlock on each other. The data
+        # is filled in once known; events are only inserted at the end of the batch.
+        return ctx.emit(namespace, type, b"{}", agent_id=agent_id)
+
+    def _writable_head(self, conn: Connection, namespace: str, agent_id: str) -> StateHead:
+        head = rows.head(conn, namespace, agent_id, for_update=True)
+        if head is None:
+            raise _agent_missing(agent_id)
+        if head.status == Status.TERMINATED.value:
+            raise FailedPrecondition(
+                f"agent {agent_id!r} is TERMINATED; its state can be read but no longer written",
+                reason="AGENT_TERMINATED",
+                subject=f"agents/{agent_id}",
+                metadata={"current_status": head.status},
+            )
+        return head
+
+    def _commit_version(
+        self,
+        ctx: WriteContext,
+        namespace: str,
+        head: StateHead,
+        document: bytes,
+        schema_version: int,
+        event: EventDraft,
+        **event_extra: object,
+    ) -> StateRecord:
+        conn, agent_id = ctx.conn, head.agent_id
+        version = head.state_last_version + 1
+        record = StateRecord(
+            namespace,
+            agent_id,
+            version,
+            document,
+            schema_version,
+            len(document),
+            event.sequence,
+            ctx.now,
+        )
+        rows.insert_version(conn, record)
+        rows.set_versions(conn, namespace, agent_id, live=version, last=version)
+        rows.prune(
+            conn, namespace, agent_id, version - self.history, sweep=version % self.history == 0
+        )
+        event.data = _event_data(version=version, size=record.size, **event_extra)
+        key = (namespace, agent_id)
+        if self.registry.needs_upgrade(head.type, schema_version):
+            # Readers see the upgraded form; let the next read upgrade and cache it.
+            ctx.after_commit(lambda: self.cache.discard(key))
+        else:
+            entry = CachedState(record, head.created_at)
+            ctx.after_commit(lambda: self.cache.put(key, entry, len(document) + ENTRY_OVERHEAD))
+        return record
+
+    def _check_document(self, v: Violations, field: str, raw: bytes) -> Any:
+        if not raw:
+            v.add(field, "is required: a JSON object such as {}")
+            return None
+        return check.parse_json(v, field, raw, limit=self.max_bytes)
+
+    # -- reads ---------------------------------------------------------------------
+    async def get(
+        self, namespace: str, agent_id: str, *, version: int | None = None, as_of: int | None = None
+    ) -> StateRecord:
+        """The latest state, an exact version, or the newest version at or before ``as_of``."""
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id)
+        if version is not None and version < 1:
+            v.add("version", f"must be 1 or more (got {version})")
+        v.raise_if_any()
+        if version is None and as_of is None:
+            return await self._latest(namespace, agent_id)
+        if version is not None and self.cache_is_authoritative:
+            hit = self.cache.peek((namespace, agent_id))
+            if hit is not None and hit.record.version == version:
+                return hit.record
+
+        def read(conn: Connection) -> tuple[StateHead | None, StateRecord | None]:
+            head = rows.head(conn, namespace, agent_id)
+            if head is None:
+                return None, None
+            if version is not None:
+                return head, rows.get_version(conn, namespace, agent_id, version)
+            assert as_of is not None
+            return head, rows.as_of(conn, namespace, agent_id, as_of)
+
+        head, record = await self.db.read(read)
+        if head is None:
+            raise _agent_missing(agent_id)
+        if record is None:
+            if version is not None:
+                latest = (
+                    f"the latest is {head.state_version}"
+                    if head.state_version
+                    else "it has none now"
+                )
+                raise NotFound(
+                    f"agent {agent_id!r} has no state version {version}: it was never written or "
+                    f"is older than the {self.history} versions kept ({latest})"
+                )
+            assert as_of is not None
+            raise NotFound(
+                f"agent {agent_id!r} has no state version committed at or before {_utc(as_of)}"
+            )
+        return self._upgraded(head, record)
+
+    async def _latest(self, namespace: str, agent_id: str) -> StateRecord:
+        key = (namespace, agent_id)
+        if self.cache_is_authoritative:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit.record
+            epoch = self.cache.epoch
+            head, record = await self.db.read(lambda conn: rows.latest(conn, namespace, agent_id))
+        else:
+            epoch = self.cache.epoch
+            head, record, cached = await self.db.read(lambda conn: self._probe_then_read(conn, key))
+            if cached is not None:
+                return cached.record
+        if head is None:
+            raise _agent_missing(agent_id)
+        if record is None:
+            raise _no_state(agent_id)
+        record = self._upgraded(head, record)
+        self._fill(key, record, head.created_at, epoch)
+        return record
+
+    def _probe_then_read(
+        self, conn: Connection, key: tuple[str, str]
+    ) -> tuple[StateHead | None, StateRecord | None, CachedState | None]:
+        """The cached state if the agent row says it is still live, else the stored one."""
+        probe = rows.probe(conn, *key)
+        if probe is not None and probe[0] != 0:
+            version, incarnation = probe
+
+            def live(entry: CachedState) -> bool:
+                return entry.record.version == version and entry.incarnation == incarnation
+
+            cached = self.cache.get(key, valid=live)
+            if cached is not None:
+                return None, None, cached
+        head, record = rows.latest(conn, *key)
+        return head, record, None
+
+    def _fill(
+        self, key: tuple[str, str], record: StateRecord, incarnation: int, epoch: int
+    ) -> None:
+        def newer(current: CachedState) -> bool:
+            return current.record.event_sequence < record.event_sequence
+
+        self.cache.fill(
+            key,
+            CachedState(record, incarnation),
+            len(record.document) + ENTRY_OVERHEAD,
+            epoch=epoch,
+            replaces=newer,
+        )
+
+    def _upgrade(
+        self, agent_type: str, record: StateRecord, agent_id: str
+    ) -> tuple[dict[str, Any], int]:
+        """The parsed document of ``record`` in the newest schema of its agent type."""
+        document = json.loads(record.document)
+        if not self.registry.needs_upgrade(agent_type, record.schema_version):
+            return document, record.schema_version
+        return self.registry.upgrade(agent_type, document, record.schema_version, agent_id=agent_id)
+
+    def _upgraded(self, head: StateHead, record: StateRecord) -> StateRecord:
+        """``record`` as readers see it: upgraded on the fly if its schema is old (not stored)."""
+        if not self.registry.needs_upgrade(head.type, record.schema_version):
+            return record
+        document, schema_version = self._upgrade(head.type, record, head.agent_id)
+        try:
+            raw = serialise(document)
+        except ValueError as error:
+            raise migrations.MigrationFailed(
+                head.type, record.schema_version, str(error), agent_id=head.agent_id
+            ) from None
+        return StateRecord(
+            record.namespace,
+            record.agent_id,
+            record.version,
+            raw,
+            schema_version,
+            len(raw),
+            record.event_sequence,
+            record.created_at,
+        )
+
+    async def list_versions(
+        self,
+        namespace: str,
+        agent_id: str,
+        *,
+        include_documents: bool,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[StateRecord], str]:
+        """Retained versions, newest first, as stored (documents are not upgraded)."""
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id)
+        size = check.check_page_size(v, page_size)
+        v.raise_if_any()
+        digest = paging.filter_digest("state_versions", agent_id, include_documents)
+        cursor = paging.decode(page_token, digest, (int,))
+        before = cursor[0] if cursor else None
+
+        def read(conn: Connection) -> list[StateRecord] | None:
+            if rows.probe(conn, namespace, agent_id) is None:
+                return None
+            return rows.list_versions(
+                conn,
+                namespace,
+                agent_id,
+                before=before,
+                limit=size,
+                with_documents=include_documents,
+            )
+
+        found = await self.db.read(read)
+        if found is None:
+            raise _agent_missing(agent_id)
+        page: list[StateRecord] = []
+        budget = self.response_budget
+        for record in found[:size]:
+            budget -= len(record.document) + 128
+            if page and budget < 0:
+                break  # the rest would not fit in one response message
+            page.append(record)
+        if len(page) < len(found):
+            return page, paging.encode(digest, [page[-1].version])
+        return page, ""
+
+    async def batch_get(
+        self, namespace: str, agent_ids: list[str]
+    ) -> tuple[list[StateRecord], list[str]]:
+        """The latest states of up to 1000 agents (request order) and the ids without one."""
+        v = Violations()
+        if not agent_ids:
+            v.add("agent_ids", "is required: 1 to 1000 agent ids")
+        elif len(agent_ids) > MAX_BATCH_GET:
+            v.add("agent_ids", f"at most {MAX_BATCH_GET} ids per call (got {len(agent_ids)})")
+        else:
+            seen: dict[str, int] = {}
+            for index, agent_id in enumerate(agent_ids):
+                check.check_id(v, f"agent_ids[{index}]", agent_id)
+                if agent_id in seen:
+                    v.add(
+                        f"agent_ids[{index}]",
+                        f"repeats agent_ids[{seen[agent_id]}]; ids must be distinct",
+                    )
+                seen.setdefault(agent_id, index)
+        v.raise_if_any()
+        found: dict[str, StateRecord] = {}
+        wanted = list(agent_ids)
+        if self.cache_is_authoritative:
+            wanted = []
+            for agent_id in agent_ids:
+                hit = self.cache.get((namespace, agent_id))
+                if hit is not None:
+                    found[agent_id] = hit.record
+                else:
+                    wanted.append(agent_id)
+        if wanted:
+            epoch = self.cache.epoch
+            loaded = await self.db.read(lambda conn: rows.latest_many(conn, namespace, wanted))
+            for head, record in loaded:
+                record = self._upgraded(head, record)
+                found[head.agent_id] = record
+                self._fill((namespace, head.agent_id), record, head.created_at, epoch)
+        states = [found[agent_id] for agent_id in agent_ids if agent_id in found]
+        total = sum(len(record.document) + 128 for record in states)
+        if total > self.response_budget:
+            raise ResourceExhausted(
+                f"the {len(states)} states add up to {total} bytes, more than one response can "
+                f"carry ({self.response_budget} bytes); ask for fewer agents per call"
+            )
+        return states, [agent_id for agent_id in agent_ids if agent_id not in found]
+
+    # -- bulk schema migration -------------------------------------------------------
+    async def migrate(
+        self, namespace: str, agent_type: str, *, page_size: int, page_token: str, dry_run: bool
+    ) -> MigrationPage:
+        """Upgrade the latest state of one page of agents of ``agent_type``, by agent id.
+
+        Each upgrade is a new version (event ``state.migrated``); states already at the
+        newest schema are left alone, so a repeated or resumed run changes nothing twice.
+        Terminated agents are upgraded too: this is maintenance, not an agent's write.
+        """
+        v = Violations()
+        check.check_text(v, "agent_type", agent_type, check.MAX_TYPE, required=True)
+        if page_size < 0 or page_size > check.MAX_PAGE_SIZE:
+            v.add("page_size", f"must be between 0 and {check.MAX_PAGE_SIZE} (got {page_size})")
+        v.raise_if_any()
+        size = page_size or DEFAULT_MIGRATE_PAGE
+        digest = paging.filter_digest("migrate_states", agent_type)
+        cursor = paging.decode(page_token, digest, (str,))
+        after = cursor[0] if cursor else None
+        target = self.registry.target(agent_type)
+
+        def read(conn: Connection) -> tuple[list[tuple[str, int | None]], int]:
+            page = rows.migration_page(conn, namespace, agent_type, after_id=after, limit=size)
+            last = page[size - 1][0] if len(page) > size else None
+            return page[:size], (
+                rows.count_agents_after(conn, namespace, agent_type, last)
+                if last is not None
+                else 0
+            )
+
+        page, remaining = await self.db.read(read)
+        stale = [agent_id for agent_id, schema in page if schema is not None and schema < target]
+        up_to_date = sum(1 for _, schema in page if schema is not None and schema >= target)
+        migrated = len(stale)
+        if stale and not dry_run:
+            outcomes = await asyncio.gather(
+                *(
+                    self.db.write(self._migrate_one(namespace, agent_type, agent_id))
+                    for agent_id in stale
+                ),
+                return_exceptions=True,
+            )
+            failures = [o for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                raise failures[0]
+            migrated = sum(1 for o in outcomes if o is True)
+            up_to_date += len(stale) - migrated
+        token = paging.encode(digest, [page[-1][0]]) if remaining else ""
+        return MigrationPage(migrated, up_to_date, remaining, target, token)
+
+    def _migrate_one(self, namespace: str, agent_type: str, agent_id: str) -> Any:
+        def write(ctx: WriteContext) -> bool:
+            head = rows.head(ctx.conn, namespace, agent_id, for_update=True)
+            if head is None or head.type != agent_type or not head.state_version:
+                return False
+            stored = rows.get_version(ctx.conn, namespace, agent_id, head.state_version)
+            if stored is None or not self.registry.needs_upgrade(agent_type, stored.schema_version):
+                return False  # someone else upgraded or replaced it meanwhile
+            upgraded = self._upgraded(head, stored)
+            if upgraded.size > self.max_bytes:
+                raise migrations.MigrationFailed(
+                    agent_type,
+                    stored.schema_version,
+                    f"the upgraded document is {upgraded.size} bytes, over the limit of "
+                    f"{self.max_bytes} bytes",
+                    agent_id=agent_id,
+                )
+            # Not _emit_first: a state found current needs no event. Bulk migration is
+            # an operator's job, rarely racing another replica's batch.
+            event = ctx.emit(namespace, "state.migrated", b"{}", agent_id=agent_id)
+            self._commit_version(
+                ctx,
+                namespace,
+                head,
+                upgraded.document,
+                upgraded.schema_version,
+                event,
+                from_schema_version=stored.schema_version,
+            )
+            return True
+
+        return write
+
+    # -- cache coherence with writes made elsewhere ------------------------------------
+    def on_commit(self, events: list[EventDraft]) -> None:
+        """Drop cached states that a commit changed outside this service (writer thread)."""
+        for event in events:
+            if event.agent_id is None:
+                continue
+            if event.type == "agent.deleted" or (
+                event.type.startswith("state.") and event.type not in OWN_EVENTS
+            ):
+                self.cache.discard((event.namespace, event.agent_id))
+
+
+def _check_expected_version(v: Violations, expected: int | None) -> None:
+    if expected is not None and expected < 0:
+        v.add("expected_version", f"must be 0 (no state yet) or a version number (got {expected})")
+
+
+def _compare(agent_id: str, head: StateHead, expected: int | None) -> None:
+    if expected is not None and expected != head.state_version:
+        current = head.state_version
+        seen = "no state" if expected == 0 else f"version {expected}"
+        now = "it has no state" if current == 0 else f"the latest is version {current}"
+        raise Conflict(
+            f"agent {agent_id!r}: expected {seen}, but {now}; read it again and retry",
+            reason="VERSION_CONFLICT",
+            metadata={"current_version": str(current)},
+        )
+
+
+# -- one writer per SQLite database ------------------------------------------------------
+class DatabaseInUse(OSError):
+    """Another Stateward server already serves this SQLite database."""
+
+
+class SingleServerLock:
+    """An exclusive ``flock`` on ``<database file>.lock`` for as long as the server runs.
+
+    The state cache on SQLite trusts that this process makes every write; a second
+    server on the same file would break that silently, so it is refused at start-up.
+    ``flock`` (not ``fcntl`` record locks) also excludes a second server in the same
+    process, and the kernel drops the lock if the process dies.
+    """
+
+    def __init__(self, database_file: Path) -> None:
+        self.path = Path(f"{database_file}.lock")
+        self._fd: int | None = None
+
+    @classmethod
+    def for_url(cls, url: str) -> SingleServerLock | None:
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite":
+            return None
+        name = parsed.database or ""
+        if name in ("", ":memory:") or name.startswith("file:"):
+            return None
+        return cls(Path(name).resolve())
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DatabaseInUse(
+                f"another Stateward server is already serving the SQLite database "
+                f"{self.path.with_suffix('')} (it holds {self.path}); SQLite supports one "
+                "server process: stop the other one, or use PostgreSQL to run several replicas"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def state_service(deps: Deps) -> StateService:
+    """The StateService of one server, wired into its hooks and shared singletons."""
+    settings = deps.settings
+    try:
+        registry = migrations.load(settings.state_migrations)
+    except migrations.MigrationSetupError as error:
+        raise ConfigError(f"state_migrations: {error}") from error
+    cache = deps.extras.get("state_cache")
+    if not isinstance(cache, ByteLRU):
+        cache = ByteLRU(settings.cache_bytes)
+        deps.extras["state_cache"] = cache
+    service = StateService(
+        deps.db,
+        cache=cache,
+        registry=registry,
+        max_bytes=settings.state_max_bytes,
+        history=settings.state_history,
+        max_message_bytes=settings.max_message_bytes,
+    )
+    deps.db.on_commit(service.on_commit)
+    lock = SingleServerLock.for_url(deps.db.url)
+    if lock is not None:
+
+        async def take_lock() -> None:
+            lock.acquire()
+
+        async def drop_lock() -> None:
+            lock.release()
+
+        deps.startup.insert(0, take_lock)
+        deps.shutdown.append(drop_lock)
+    deps.extras["state_service"] = service
+    return service

@@ -1,0 +1,138 @@
+"""Lease expiry: the periodic sweeper and the start-up interruption scan.
+
+Both finish a task run with a conditional UPDATE (``status = 'RUNNING' AND
+lease_expires_at < now``), so with any number of replicas sweeping at once, and a
+worker finishing at the same moment, exactly one write wins and one event is emitted.
+
+- The sweeper (every ``sweep_interval``) marks expired task runs TIMED_OUT
+  (CANCELLED if their run was cancelled: the worker stopped without reporting).
+  Their workflow run stays RUNNING: whoever drives it decides to retry or fail.
+- The start-up scan (before the server reports SERVING) marks task runs whose lease
+  expired while no server was sweeping INTERRUPTED, and their RUNNING workflow runs
+  INTERRUPTED too. "While no server was sweeping" means: longer ago than a live
+  replica's sweeper could have missed (``interruption_grace_us``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import UTC, datetime
+
+from stateward.server.domain import runs as rules
+from stateward.server.domain.runs import RunStatus, TaskStatus
+from stateward.storage import Database, WriteContext, now_us
+from stateward.storage import runs as run_rows
+from stateward.storage.records import ErrorRecord
+from stateward.storage.runs import TaskRunRecord
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat(timespec="milliseconds")
+
+
+def _data(**fields: object) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def mark_expired(ctx: WriteContext, namespace: str, task_run_id: str, *, interrupted: bool) -> TaskRunRecord | None:
+    """Finish one task run whose lease ran out; None if it is no longer RUNNING and expired."""
+    task = run_rows.get_task(ctx.conn, namespace, task_run_id, for_update=True)
+    if task is None or task.status != TaskStatus.RUNNING.value:
+        return None
+    if not rules.lease_expired(task.lease_expires_at, ctx.now):
+        return None
+    assert task.lease_expires_at is not None
+    why = rules.expiry_message(task.started_at, task.timeout_us, task.heartbeat_timeout_us,
+                               task.lease_expires_at)
+    if interrupted:
+        status = TaskStatus.INTERRUPTED
+        message = (f"interrupted: the lease expired at {_iso(task.lease_expires_at)} while no "
+                   f"Stateward server was running ({why})")
+    else:
+        status = rules.expiry_status(task.cancel_requested)
+        message = why if status is TaskStatus.TIMED_OUT else (
+            f"cancelled with its workflow run; the worker stopped without reporting ({why})")
+    error = ErrorRecord(message, rules.ERROR_KIND_TIMEOUT, True, b"", ctx.now)
+    if not run_rows.expire_task(ctx.conn, task, status.value, ctx.now, error):
+        return None
+    ctx.emit(
+        namespace, rules.TASK_EVENTS[status],
+        _data(task_id=task.task_id, attempt=task.attempt, error=message,
+              error_kind=rules.ERROR_KIND_TIMEOUT),
+        agent_id=task.agent_id, run_id=task.run_id, task_run_id=task.task_run_id,
+    )
+    return task
+
+
+def interrupt_run(ctx: WriteContext, namespace: str, run_id: str, cause: TaskRunRecord) -> bool:
+    """RUNNING -> INTERRUPTED for the run of an interrupted task run."""
+    run = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
+    if run is None or run.status != RunStatus.RUNNING.value:
+        return False
+    message = (f"interrupted: task run {cause.task_run_id!r} (task {cause.task_id!r}) lost its "
+               "lease while no Stateward server was running")
+    error = ErrorRecord(message, rules.ERROR_KIND_TIMEOUT, True, b"", ctx.now)
+    if not run_rows.finish_run(ctx.conn, run, RunStatus.INTERRUPTED.value, ctx.now, error=error):
+        return False
+    ctx.emit(namespace, rules.RUN_EVENTS[RunStatus.INTERRUPTED],
+             _data(error=message, task_run_id=cause.task_run_id), agent_id=run.agent_id, run_id=run_id)
+    return True
+
+
+class Sweeper:
+    def __init__(self, db: Database, interval: float) -> None:
+        self.db = db
+        self.interval = interval
+
+    async def run(self) -> None:
+        """Background job: sweep every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("lease sweep failed; retrying next interval", exc_info=True)
+
+    async def sweep(self) -> int:
+        """Mark expired task runs TIMED_OUT (or CANCELLED); returns how many this call marked."""
+        return await self._finish_expired(before_offset=0, interrupted=False)
+
+    async def scan_interrupted(self) -> None:
+        """Start-up hook: leases that ran out while no server was up become INTERRUPTED."""
+        marked = await self._finish_expired(
+            before_offset=rules.interruption_grace_us(self.interval), interrupted=True
+        )
+        if marked:
+            log.warning("marked %d task runs INTERRUPTED: their leases expired while no server ran", marked)
+
+    async def _finish_expired(self, *, before_offset: int, interrupted: bool) -> int:
+        total = 0
+        while True:
+            before = now_us() - before_offset
+            # A read first: an idle sweep costs no write transaction.
+            found = await self.db.read(lambda conn: run_rows.expired_tasks(conn, before, BATCH))
+            if not found:
+                return total
+            keys = [(task.namespace, task.task_run_id) for task in found]
+
+            def write(ctx: WriteContext) -> int:
+                marked = [mark_expired(ctx, ns, task_run_id, interrupted=interrupted)
+                          for ns, task_run_id in keys]
+                finished = [task for task in marked if task is not None]
+                if interrupted:
+                    for task in finished:
+                        interrupt_run(ctx, task.namespace, task.run_id, task)
+                return len(finished)
+
+            marked = await self.db.write(write)
+            total += marked
+            if len(found) < BATCH or marked == 0:
+                return total

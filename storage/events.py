@@ -1,0 +1,220 @@
+"""Reading the event log, and telling other replicas that it grew.
+
+Events are written by ``Database`` (see database.py: sequences follow commit order,
+gap-free). Here: the namespace head, filtered keyset pages in sequence order, and
+PostgreSQL LISTEN/NOTIFY so a replica learns about commits made by another one.
+
+A catch-up read takes the head first and then the events up to it: every event at or
+below a committed head is itself committed (the counter row and the events commit
+together), so the page is complete up to the head even under READ COMMITTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.engine import make_url
+
+from stateward.storage import schema
+from stateward.storage.records import EventRecord
+
+e = schema.events
+n = schema.namespaces
+log = logging.getLogger(__name__)
+
+CHANNEL = "stateward_events"
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Filters shared by listing and subscribing; empty fields match everything."""
+
+    agent_id: str = ""
+    run_id: str = ""
+    task_run_id: str = ""
+    types: frozenset[str] = field(default_factory=frozenset)
+
+    def matches(self, event: Any) -> bool:
+        """Whether an event (an EventRecord or an EventDraft) passes the filter."""
+        return (
+            (not self.agent_id or event.agent_id == self.agent_id)
+            and (not self.run_id or event.run_id == self.run_id)
+            and (not self.task_run_id or event.task_run_id == self.task_run_id)
+            and (not self.types or event.type in self.types)
+        )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.agent_id or self.run_id or self.task_run_id or self.types)
+
+
+def record_from_row(row: Any) -> EventRecord:
+    return EventRecord(
+        row.namespace, row.sequence, row.type, row.data, row.created_at,
+        row.agent_id, row.run_id, row.task_run_id, row.client_time,
+    )
+
+
+def head(conn: Connection, namespace: str) -> int:
+    """The namespace's newest committed sequence (0 before the first event)."""
+    value = conn.execute(select(n.c.event_head).where(n.c.namespace == namespace)).scalar()
+    return int(value or 0)
+
+
+def list_page(
+    conn: Connection,
+    namespace: str,
+    flt: EventFilter,
+    *,
+    after: int,
+    up_to: int | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    limit: int,
+) -> list[EventRecord]:
+    """Matching events with ``after < sequence [<= up_to]`` in sequence order.
+
+    Each single-column filter rides its (namespace, column, sequence) index.
+    """
+    query = select(e).where(e.c.namespace == namespace, e.c.sequence > after)
+    if up_to is not None:
+        query = query.where(e.c.sequence <= up_to)
+    if flt.task_run_id:
+        query = query.where(e.c.task_run_id == flt.task_run_id)
+    if flt.run_id:
+        query = query.where(e.c.run_id == flt.run_id)
+    if flt.agent_id:
+        query = query.where(e.c.agent_id == flt.agent_id)
+    if flt.types:
+        query = query.where(e.c.type.in_(sorted(flt.types)))
+    if start is not None:
+        query = query.where(e.c.created_at >= start)
+    if end is not None:
+        query = query.where(e.c.created_at < end)
+    rows = conn.execute(query.order_by(e.c.sequence).limit(limit))
+    return [record_from_row(row) for row in rows]
+
+
+def catch_up(
+    conn: Connection, namespace: str, flt: EventFilter, after: int, limit: int
+) -> tuple[list[EventRecord], int]:
+    """Matching events after ``after`` and the position reached.
+
+    The position is the head when the page is not full (everything up to the head
+    was seen), else the last event's sequence.
+    """
+    top = head(conn, namespace)
+    if top <= after:
+        return [], after
+    records = list_page(conn, namespace, flt, after=after, up_to=top, limit=limit)
+    if len(records) < limit:
+        return records, top
+    return records, records[-1].sequence
+
+
+def read_range(conn: Connection, namespace: str, after: int, up_to: int) -> list[EventRecord]:
+    """Every event with ``after < sequence <= up_to`` (committed, so none is missing)."""
+    rows = conn.execute(
+        select(e)
+        .where(e.c.namespace == namespace, e.c.sequence > after, e.c.sequence <= up_to)
+        .order_by(e.c.sequence)
+    )
+    return [record_from_row(row) for row in rows]
+
+
+# -- cross-replica notifications (PostgreSQL) -----------------------------------------------------
+def libpq_url(sqlalchemy_url: str) -> str:
+    """The psycopg connection string for a ``postgresql+psycopg://`` SQLAlchemy URL."""
+    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class HeadNotifier:
+    """Publishes namespace heads with NOTIFY and hands other replicas' heads to ``on_head``.
+
+    ``publish(namespace, head)`` may be called from any thread; heads are coalesced so a
+    burst of commits costs one NOTIFY per namespace per round trip. Notifications are
+    hints: a lost one is repaired by the subscribers' periodic head check.
+    """
+
+    def __init__(self, url: str, sender: str, on_head: Callable[[str, int], None]) -> None:
+        self.url = libpq_url(url)
+        self.sender = sender
+        self.on_head = on_head
+        self._pending: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False
+
+    def publish(self, namespace: str, head: int) -> None:
+        """Thread-safe: remember the newest head and wake the sender."""
+        with self._lock:
+            if self._pending.get(namespace, 0) < head:
+                self._pending[namespace] = head
+            loop = self._loop
+            if loop is None or self._scheduled:
+                return
+            self._scheduled = True
+        loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._scheduled = False
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def run(self, on_connect: Callable[[], None]) -> None:
+        """Listen and send until cancelled; ``on_connect`` runs after each (re)connect."""
+        import psycopg
+
+        self._wakeup = asyncio.Event()
+        self._wakeup.set()  # heads published while disconnected go out first
+        with self._lock:
+            self._loop = asyncio.get_running_loop()
+        listen = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        send = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        try:
+            await listen.execute(f"LISTEN {CHANNEL}")
+            on_connect()
+            await asyncio.gather(self._receive(listen), self._send(send))
+        finally:
+            self._loop = None
+            await listen.close()
+            await send.close()
+
+    async def _receive(self, conn: Any) -> None:
+        async for note in conn.notifies():
+            parsed = _parse(note.payload)
+            if parsed is not None and parsed[0] != self.sender:
+                self.on_head(parsed[1], parsed[2])
+
+    async def _send(self, conn: Any) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            with self._lock:
+                pending, self._pending = self._pending, {}
+            for namespace, value in pending.items():
+                await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, f"{self.sender} {namespace} {value}"])
+
+
+def _parse(payload: str) -> tuple[str, str, int] | None:
+    parts = payload.split(" ")
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    return parts[0], parts[1], int(parts[2])
+
+
+def heads(conn: Connection, namespaces: Sequence[str]) -> dict[str, int]:
+    """Heads of several namespaces in one query."""
+    if not namespaces:
+        return {}
+    rows = conn.execute(select(n.c.namespace, n.c.event_head).where(n.c.namespace.in_(list(namespaces))))
+    return {row.namespace: int(row.event_head) for row in rows}

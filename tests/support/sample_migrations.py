@@ -1,0 +1,30 @@
+"""State migrations used by the tests (wired with ``state_migrations``).
+
+Agent type ``counter``: schema 1 ``{"count": n}`` -> 2 ``{"total": n}`` ->
+3 ``{"total": n, "unit": "items"}``. Type ``broken`` has a migration that raises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stateward.server.domain.schema_migrations import MigrationRegistry
+
+
+def rename_count(document: dict[str, Any]) -> dict[str, Any]:
+    document["total"] = document.pop("count", 0)
+    return document
+
+
+def add_unit(document: dict[str, Any]) -> dict[str, Any]:
+    return {**document, "unit": "items"}
+
+
+def explode(document: dict[str, Any]) -> dict[str, Any]:
+    raise KeyError("no field 'legacy' in the document")
+
+
+def register(registry: MigrationRegistry) -> None:
+    registry.add("counter", 1, rename_count)
+    registry.add("counter", 2, add_unit)
+    registry.add("broken", 1, explode)

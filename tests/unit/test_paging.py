@@ -1,0 +1,111 @@
+"""Opaque page tokens (server/domain/paging.py): round trips, and forged or foreign tokens."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stateward.server.domain import paging
+from stateward.server.domain.errors import InvalidArgument
+
+DIGEST = paging.filter_digest("agents", "ACTIVE", "worker", [("team", "a")])
+
+
+def raw_token(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def test_round_trip() -> None:
+    token = paging.encode(DIGEST, ["agent-7"])
+    assert paging.decode(token, DIGEST, (str,)) == ["agent-7"]
+
+
+def test_round_trip_with_several_cursor_parts() -> None:
+    token = paging.encode(DIGEST, [42, "x", 7])
+    assert paging.decode(token, DIGEST, (int, str, int)) == [42, "x", 7]
+
+
+def test_an_empty_token_means_the_first_page() -> None:
+    assert paging.decode("", DIGEST, (str,)) is None
+
+
+def test_tokens_are_url_safe_and_unpadded() -> None:
+    token = paging.encode(DIGEST, ["ü?/+" * 10])
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+@given(st.lists(st.one_of(st.integers(), st.text()), min_size=1, max_size=4))
+def test_any_cursor_round_trips(cursor: list[object]) -> None:
+    shape = tuple(type(item) for item in cursor)
+    assert paging.decode(paging.encode(DIGEST, cursor), DIGEST, shape) == cursor
+
+
+def test_digests_depend_on_every_part() -> None:
+    base = ("agents", "ACTIVE", "worker", [("team", "a")])
+    digests = {
+        paging.filter_digest(*base),
+        paging.filter_digest("agents", None, "worker", [("team", "a")]),
+        paging.filter_digest("agents", "ACTIVE", "", [("team", "a")]),
+        paging.filter_digest("agents", "ACTIVE", "worker", []),
+        paging.filter_digest("agents", "ACTIVE", "worker", [("team", "b")]),
+        paging.filter_digest("transitions", "ACTIVE", "worker", [("team", "a")]),
+    }
+    assert len(digests) == 6
+    assert paging.filter_digest(*base) == paging.filter_digest(*base)
+
+
+def assert_refused(token: str, shape: tuple[type, ...] = (str,), digest: str = DIGEST) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        paging.decode(token, digest, shape)
+    [violation] = caught.value.violations
+    assert violation.field == "page_token"
+    assert "previous response with the same filters" in violation.description
+
+
+def test_a_token_for_other_filters_is_refused() -> None:
+    token = paging.encode(paging.filter_digest("agents", None, "", []), ["a"])
+    assert_refused(token)
+
+
+def test_a_token_from_another_list_is_refused() -> None:
+    token = paging.encode(paging.filter_digest("transitions", "agent-1"), [5])
+    assert_refused(token, (int,), paging.filter_digest("transitions", "agent-2"))
+    assert_refused(token, (str,))
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not a token",
+        "!!!!",
+        "a",
+        "é",
+        "\x00",
+        base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        raw_token({"digest": DIGEST}),
+        raw_token("x"),
+        raw_token(None),
+        raw_token([]),
+        raw_token([DIGEST]),
+        raw_token([DIGEST, "a", "b"]),
+        raw_token([DIGEST, 1]),
+        raw_token([DIGEST, None]),
+        raw_token([DIGEST, ["a"]]),
+        raw_token(["0" * 16, "a"]),
+        "A" * 2049,
+    ],
+)
+def test_forged_tokens_are_refused(token: str) -> None:
+    assert_refused(token)
+
+
+def test_a_bool_is_not_an_int_cursor() -> None:
+    assert_refused(raw_token([DIGEST, True]), (int,))
+
+
+def test_an_over_long_but_well_formed_token_is_refused() -> None:
+    assert_refused(paging.encode(DIGEST, ["x" * 2000]))
