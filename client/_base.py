@@ -25,7 +25,7 @@ from stateward.v1 import (
 from ._codec import new_request_id
 from ._execution import ExecutionCalls
 from ._lifecycle import LifecycleCalls
-from ._operation import Prepared, Rpc
+from ._operation import Pages, Prepared, Rpc, ServerStream, Unary
 from ._options import (
     DEFAULT_TARGET,
     NAMESPACE_KEY,
@@ -111,6 +111,17 @@ class BaseClient(LifecycleCalls, StateCalls, ExecutionCalls, RecoveryCalls):
     # -- what the sync and async clients implement --------------------------------
 
     def _open_channel(self, options: ClientOptions) -> Any:
+        """A channel (``grpc`` or ``grpc.aio``) to ``options.target``."""
+        raise NotImplementedError
+
+    def _bind_unary(self, op: Unary[Any, Any]) -> Callable[..., Any]:
+        """``op`` as a method of this client (see ``_operation.py``)."""
+        raise NotImplementedError
+
+    def _bind_stream(self, op: ServerStream[Any, Any]) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def _bind_pages(self, op: Pages[Any, Any]) -> Callable[..., Any]:
         raise NotImplementedError
 
     # -- shared by both when sending ----------------------------------------------

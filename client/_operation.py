@@ -85,7 +85,8 @@ class Prepared(Generic[R]):
     request_id: str | None = None
     """The idempotency key inside ``request``, reported on errors."""
     timeout: float | None = None
-    """Deadline of the whole call in seconds; None means the client's default."""
+    """Deadline of the whole call in seconds, retries included. None means the
+    client's default for unary calls and no deadline for streams."""
     metadata: MetadataLike = ()
     """Metadata for this call, on top of the client's."""
 

@@ -6,7 +6,6 @@ import argparse
 
 from ..errors import (
     AlreadyExists,
-    Conflict,
     DeadlineExceeded,
     InvalidArgument,
     InvalidTransition,
@@ -55,12 +54,6 @@ def _refusal(exc: StatewardError, args: argparse.Namespace) -> str:
         return f"{exc.message} (namespace {args.namespace!r})"
     if isinstance(exc, AlreadyExists):
         return f"{exc.message} (namespace {args.namespace!r})"
-    if isinstance(exc, Conflict):
-        if exc.current_etag is not None:
-            return f"{exc.message}; re-read it (its etag is now {exc.current_etag}) and retry"
-        if exc.current_version is not None:
-            return f"{exc.message}; the current version is {exc.current_version}"
-        return exc.message
     if isinstance(exc, Unimplemented):
         return f"the server at {args.target} does not support this yet ({exc.message})"
     return exc.message

@@ -190,7 +190,9 @@ class FakeServer:
 # -- canned messages ------------------------------------------------------------------
 
 
-def agent_pb(agent_id: str = "a1", status: int = lifecycle_pb2.AGENT_STATUS_ACTIVE, **fields: Any) -> Any:
+def agent_pb(
+    agent_id: str = "a1", status: Any = lifecycle_pb2.AGENT_STATUS_ACTIVE, **fields: Any
+) -> Any:
     agent = lifecycle_pb2.Agent(
         agent_id=agent_id, type="planner", status=status, etag="e1", **fields
     )

@@ -30,6 +30,7 @@ from stateward.v1 import common_pb2, execution_pb2, lifecycle_pb2, recovery_pb2,
 from tests.client.fakes import seconds
 
 BIG = 2**63 + 1  # beyond a double's 2^53 and beyond int64
+CREATED = lifecycle_pb2.AGENT_STATUS_CREATED
 
 
 def test_agent_from_proto() -> None:
@@ -62,7 +63,7 @@ def test_agent_from_proto() -> None:
 
 
 def test_agent_is_frozen() -> None:
-    agent = Agent.from_proto(lifecycle_pb2.Agent(agent_id="a", status=1))
+    agent = Agent.from_proto(lifecycle_pb2.Agent(agent_id="a", status=CREATED))
     with pytest.raises(dataclasses.FrozenInstanceError):
         agent.status = AgentStatus.ACTIVE  # type: ignore[misc]
     assert agent.config == {}  # empty config_json is {}
@@ -127,7 +128,9 @@ def test_recovery_plan() -> None:
         agent_status=lifecycle_pb2.AGENT_STATUS_ERROR,
         strategy=recovery_pb2.RECOVERY_STRATEGY_RETRY_WITH_LONGER_TIMEOUT,
         suggested_timeout=seconds(60),
-        failed_task_runs=[execution_pb2.TaskRun(task_run_id="t", status=3)],
+        failed_task_runs=[
+            execution_pb2.TaskRun(task_run_id="t", status=execution_pb2.TASK_STATUS_FAILED)
+        ],
         explanation="timed out",
     )
     plan = RecoveryPlan.from_proto(msg)
@@ -156,13 +159,14 @@ def test_enum_none_is_unspecified_and_unknown_is_a_usage_error() -> None:
 
 
 def test_every_proto_enum_value_has_a_member() -> None:
-    for cls, proto_enum in [
+    pairs: list[tuple[type, Any]] = [
         (AgentStatus, lifecycle_pb2.AgentStatus),
         (ErrorKind, common_pb2.ErrorKind),
         (RunStatus, execution_pb2.RunStatus),
         (TaskStatus, execution_pb2.TaskStatus),
         (RecoveryStrategy, recovery_pb2.RecoveryStrategy),
-    ]:
+    ]
+    for cls, proto_enum in pairs:
         for number in proto_enum.values():
             if number:
                 assert isinstance(from_proto_enum(cls, number), cls)
@@ -181,6 +185,6 @@ json_values = st.recursive(
 
 @given(st.dictionaries(st.text(), json_values, max_size=6))
 def test_json_objects_round_trip_exactly(document: dict[str, Any]) -> None:
-    msg = lifecycle_pb2.Agent(agent_id="a", status=1, config_json=encode_json(document))
+    msg = lifecycle_pb2.Agent(agent_id="a", status=CREATED, config_json=encode_json(document))
     assert Agent.from_proto(msg).config == document
     assert decode_object(encode_json(document)) == document

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,9 @@ def flaky(failures: int, response: Any, code: grpc.StatusCode = grpc.StatusCode.
 def test_mutation_is_retried_with_one_request_id(
     fake: FakeServer, call: Callable[..., Any]
 ) -> None:
-    answer = lifecycle_pb2.PauseAgentResponse(agent=agent_pb(status=lifecycle_pb2.AGENT_STATUS_PAUSED))
+    answer = lifecycle_pb2.PauseAgentResponse(
+        agent=agent_pb(status=lifecycle_pb2.AGENT_STATUS_PAUSED)
+    )
     fake.handlers["PauseAgent"] = flaky(2, answer)
 
     agent = call("pause_agent", "a1", reason="nap")
@@ -55,7 +58,9 @@ def test_caller_request_id_is_sent_verbatim(fake: FakeServer, call: Callable[...
 
 
 def test_each_call_gets_its_own_request_id(fake: FakeServer, client: Any) -> None:
-    fake.handlers["TerminateAgent"] = lambda r: lifecycle_pb2.TerminateAgentResponse(agent=agent_pb())
+    fake.handlers["TerminateAgent"] = lambda r: lifecycle_pb2.TerminateAgentResponse(
+        agent=agent_pb()
+    )
     client.terminate_agent("a1")
     client.terminate_agent("a1")
     first, second = fake.requests("TerminateAgent")
@@ -103,8 +108,6 @@ def test_timeout_bounds_all_attempts(fake: FakeServer, call: Callable[..., Any])
 
 def test_per_call_timeout_is_a_deadline(fake: FakeServer, call: Callable[..., Any]) -> None:
     async def slow(request: Any) -> Any:
-        import asyncio
-
         await asyncio.sleep(2)
         return lifecycle_pb2.GetAgentResponse(agent=agent_pb())
 
