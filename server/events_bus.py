@@ -19,6 +19,7 @@ never loses an event. See ``ExecutionService.subscribe`` for the reader's side.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections import deque
@@ -34,16 +35,18 @@ log = logging.getLogger(__name__)
 
 FILL_CHUNK = 2000  # events per gap-filling read
 STASH_LIMIT = 10_000  # local events held while a gap is filled; beyond, re-read them
+POLL_INTERVAL = 1.0  # seconds between head checks under LISTEN/NOTIFY (PostgreSQL)
 
 
 class Subscription:
     """One stream's view of a channel: its filter and its bounded buffer."""
 
-    __slots__ = ("namespace", "filter", "buffer", "limit", "armed", "wakeup")
+    __slots__ = ("namespace", "filter", "match_all", "buffer", "limit", "armed", "wakeup")
 
     def __init__(self, namespace: str, flt: EventFilter, limit: int) -> None:
         self.namespace = namespace
         self.filter = flt
+        self.match_all = flt.empty
         self.limit = limit
         self.buffer: deque[tuple[int, Any]] = deque()  # (sequence, encoded event)
         self.armed = False  # receives live events; False while catching up from the log
@@ -74,7 +77,8 @@ class EventBus:
         self.max_subscribers = max_subscribers
         self.encode = encode
         self.closed = False
-        self.count = 0
+        self.count = 0  # open subscriptions
+        self.overflows = 0  # buffers that overflowed (their streams fell back to catch-up)
         self._channels: dict[str, Channel] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # keeps fire-and-forget tasks alive
@@ -83,7 +87,7 @@ class EventBus:
             self.notifier = HeadNotifier(db.url, uuid.uuid4().hex[:12], self.saw_head)
         db.on_commit(self._on_commit)
 
-    # -- server hooks -----------------------------------------------------------------------------
+    # -- server hooks ------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
 
@@ -91,6 +95,17 @@ class EventBus:
         """Background job (PostgreSQL): NOTIFY our heads, LISTEN for other replicas'."""
         if self.notifier is not None:
             await self.notifier.run(on_connect=self._check_all_heads)
+
+    async def poll(self) -> None:
+        """Background job (PostgreSQL): a slow safety net under NOTIFY.
+
+        A notification lost with a dropped connection (or LISTEN refused by a pooler)
+        delays other replicas' events by at most this interval.
+        """
+        while True:
+            await asyncio.sleep(POLL_INTERVAL)
+            if self._channels:
+                await self._read_heads(list(self._channels))
 
     async def close(self) -> None:
         """End every stream cleanly: their generators return, clients see the end and resume."""
@@ -101,7 +116,7 @@ class EventBus:
             for sub in channel.subscribers:
                 sub.wakeup.set()
 
-    # -- subscriptions --------------------------------------------------------------------------------
+    # -- subscriptions ------------------------------------------------
     async def subscribe(self, namespace: str, flt: EventFilter) -> Subscription:
         """Register a subscription (not yet armed) once its channel knows its head."""
         if self.closed:
@@ -109,7 +124,7 @@ class EventBus:
         if self.count >= self.max_subscribers:
             raise ResourceExhausted(
                 f"this server already serves {self.count} subscriptions, its limit "
-                f"(max_subscribers={self.max_subscribers}); retry later or connect to another replica"
+                f"(max_subscribers={self.max_subscribers}); retry later or use another replica"
             )
         loop = asyncio.get_running_loop()
         channel = self._channels.get(namespace)
@@ -160,7 +175,7 @@ class EventBus:
         if channel.head is not None and channel.known > channel.head:
             self._ensure_filler(channel)
 
-    # -- publishing ----------------------------------------------------------------------------------
+    # -- publishing ------------------------------------------------
     def _on_commit(self, events: list[EventDraft]) -> None:
         """Writer thread, after each commit: announce heads, hand events to the loop."""
         if self.notifier is not None:
@@ -184,7 +199,11 @@ class EventBus:
         for namespace, drafts in by_namespace.items():
             channel = self._channels[namespace]
             channel.known = max(channel.known, drafts[-1].sequence)
-            if channel.head is not None and channel.filler is None and drafts[0].sequence == channel.head + 1:
+            if (
+                channel.head is not None
+                and channel.filler is None
+                and drafts[0].sequence == channel.head + 1
+            ):
                 self._publish(channel, drafts)
                 continue
             if len(channel.stash) + len(drafts) <= STASH_LIMIT:
@@ -194,23 +213,37 @@ class EventBus:
             self._ensure_filler(channel)
 
     def _publish(self, channel: Channel, events: list[Any]) -> None:
-        """Hand contiguous events after the channel head to every armed subscription."""
-        subs = [sub for sub in channel.subscribers if sub.armed]
+        """Hand contiguous events after the channel head to every armed subscription.
+
+        Each event is encoded at most once, whatever the number of subscribers.
+        """
         encode = self.encode
-        for event in events:
-            encoded = None
-            for sub in subs:
-                if not sub.armed or not sub.filter.matches(event):
+        everything: list[tuple[int, Any]] | None = None  # for subscriptions without filters
+        encoded: dict[int, Any] = {}
+        for sub in channel.subscribers:
+            if not sub.armed:
+                continue
+            if sub.match_all:
+                if everything is None:
+                    everything = [(event.sequence, encode(event)) for event in events]
+                items = everything
+            else:
+                items = []
+                for index, event in enumerate(events):
+                    if sub.filter.matches(event):
+                        message = encoded.get(index)
+                        if message is None:
+                            message = encoded[index] = encode(event)
+                        items.append((event.sequence, message))
+                if not items:
                     continue
-                if len(sub.buffer) >= sub.limit:
-                    sub.armed = False  # overflow: the stream re-reads from the log
-                    sub.buffer.clear()
-                    sub.wakeup.set()
-                    continue
-                if encoded is None:
-                    encoded = encode(event)
-                sub.buffer.append((event.sequence, encoded))
-                sub.wakeup.set()
+            if len(sub.buffer) + len(items) > sub.limit:
+                sub.armed = False  # overflow: the stream re-reads from the log
+                sub.buffer.clear()
+                self.overflows += 1
+            else:
+                sub.buffer.extend(items)
+            sub.wakeup.set()
         channel.head = events[-1].sequence
 
     def _ensure_filler(self, channel: Channel) -> None:
@@ -238,7 +271,9 @@ class EventBus:
                 if stash:
                     up_to = min(up_to, stash[0].sequence - 1)
                 records = await self.db.read(
-                    lambda conn: event_log.read_range(conn, channel.namespace, after, up_to)
+                    functools.partial(
+                        event_log.read_range, namespace=channel.namespace, after=after, up_to=up_to
+                    )
                 )
                 fresh = [r for r in records if r.sequence > channel.head]
                 if fresh:
@@ -247,8 +282,10 @@ class EventBus:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("event fan-out for namespace %s failed; retrying on the next head",
-                          channel.namespace)
+            log.exception(
+                "event fan-out for namespace %s failed; retrying on the next head",
+                channel.namespace,
+            )
             await asyncio.sleep(0.5)
         finally:
             if channel.filler is asyncio.current_task():
@@ -272,20 +309,17 @@ class EventBus:
 
     def _check_all_heads(self) -> None:
         """After a (re)connect of the listener, notifications may have been missed."""
-        names = list(self._channels)
-        if not names:
+        if self._channels:
+            self._spawn(self._read_heads(list(self._channels)))
+
+    async def _read_heads(self, names: list[str]) -> None:
+        try:
+            heads = await self.db.read(functools.partial(event_log.heads, namespaces=names))
+        except Exception:
+            log.warning("could not read event heads", exc_info=True)
             return
-
-        async def check() -> None:
-            try:
-                heads = await self.db.read(lambda conn: event_log.heads(conn, names))
-            except Exception:
-                log.warning("could not read event heads after reconnecting", exc_info=True)
-                return
-            for namespace, head in heads.items():
-                self.saw_head(namespace, head)
-
-        self._spawn(check())
+        for namespace, head in heads.items():
+            self.saw_head(namespace, head)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

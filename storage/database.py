@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, event, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -136,6 +138,7 @@ class _Job:
 
 
 _STOP = object()
+_BATCH_LOCK = 0x5354_4154_4557_5244  # "STATEWRD": the PostgreSQL advisory lock of write batches
 
 
 class Database:
@@ -261,6 +264,11 @@ class Database:
         try:
             with self.write_engine.connect() as conn:
                 with conn.begin():
+                    if self.dialect == "postgresql":
+                        # Replicas' batches lock rows and event counters in whatever order
+                        # their jobs come; taking one lock first orders whole batches and
+                        # rules out deadlocks (the counter lock serialised them anyway).
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_BATCH_LOCK})")
                     for job in jobs:
                         outcomes.append(self._run_job(conn, batch, job))
                     self._flush_events(conn, batch)
@@ -312,10 +320,44 @@ class Database:
     def _flush_events(self, conn: Connection, batch: _Batch) -> None:
         if not batch.events:
             return
-        conn.execute(insert(schema.events), [draft.row() for draft in batch.events])
+        _insert_events(conn, self.dialect, batch.events)
         t = schema.namespaces
         for namespace, head in batch.heads.items():
             conn.execute(update(t).where(t.c.namespace == namespace).values(event_head=head))
+
+
+_EVENT_COLUMNS = ("namespace", "sequence", "type", "agent_id", "run_id", "task_run_id", "data",
+                  "created_at", "client_time")
+# PostgreSQL: one statement whatever the batch size, each column bound as one array.
+_PG_INSERT_EVENTS = (
+    f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) SELECT * FROM unnest("
+    "%s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], "
+    "%s::bytea[], %s::bigint[], %s::bigint[])"
+)
+# SQLite: rows per INSERT, 9 parameters each, within its variable limit (32766 since 3.32).
+_SQLITE_ROWS = 3000 if sqlite3.sqlite_version_info >= (3, 32) else 100
+
+
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert_sql(rows: int) -> str:
+    row = "(" + ",".join("?" * len(_EVENT_COLUMNS)) + ")"
+    return f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) VALUES {','.join([row] * rows)}"
+
+
+def _insert_events(conn: Connection, dialect: str, drafts: list[EventDraft]) -> None:
+    """Set-based INSERTs rather than executemany, which costs a round trip per row on psycopg
+    and a GIL hand-off per row on sqlite3 (stalling the writer behind the event loop)."""
+    if dialect == "postgresql":
+        columns = [[getattr(d, name) for d in drafts] for name in _EVENT_COLUMNS]
+        conn.exec_driver_sql(_PG_INSERT_EVENTS, tuple(columns))
+        return
+    for start in range(0, len(drafts), _SQLITE_ROWS):
+        chunk = drafts[start : start + _SQLITE_ROWS]
+        params: list[Any] = []
+        for d in chunk:
+            params += (d.namespace, d.sequence, d.type, d.agent_id, d.run_id, d.task_run_id,
+                       d.data, d.created_at, d.client_time)
+        conn.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(params))
 
 
 def _sqlite_engine(url: str, synchronous: str, begin: str, echo: bool, pool_size: int) -> Engine:

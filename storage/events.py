@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +57,15 @@ class EventFilter:
 
 def record_from_row(row: Any) -> EventRecord:
     return EventRecord(
-        row.namespace, row.sequence, row.type, row.data, row.created_at,
-        row.agent_id, row.run_id, row.task_run_id, row.client_time,
+        row.namespace,
+        row.sequence,
+        row.type,
+        row.data,
+        row.created_at,
+        row.agent_id,
+        row.run_id,
+        row.task_run_id,
+        row.client_time,
     )
 
 
@@ -131,7 +139,9 @@ def read_range(conn: Connection, namespace: str, after: int, up_to: int) -> list
 # -- cross-replica notifications (PostgreSQL) -----------------------------------------------------
 def libpq_url(sqlalchemy_url: str) -> str:
     """The psycopg connection string for a ``postgresql+psycopg://`` SQLAlchemy URL."""
-    return make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return (
+        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
 
 
 class HeadNotifier:
@@ -189,10 +199,11 @@ class HeadNotifier:
             await send.close()
 
     async def _receive(self, conn: Any) -> None:
-        async for note in conn.notifies():
-            parsed = _parse(note.payload)
-            if parsed is not None and parsed[0] != self.sender:
-                self.on_head(parsed[1], parsed[2])
+        async with aclosing(conn.notifies()) as notes:  # closed here, not by the GC later
+            async for note in notes:
+                parsed = _parse(note.payload)
+                if parsed is not None and parsed[0] != self.sender:
+                    self.on_head(parsed[1], parsed[2])
 
     async def _send(self, conn: Any) -> None:
         assert self._wakeup is not None
@@ -202,7 +213,9 @@ class HeadNotifier:
             with self._lock:
                 pending, self._pending = self._pending, {}
             for namespace, value in pending.items():
-                await conn.execute("SELECT pg_notify(%s, %s)", [CHANNEL, f"{self.sender} {namespace} {value}"])
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)", [CHANNEL, f"{self.sender} {namespace} {value}"]
+                )
 
 
 def _parse(payload: str) -> tuple[str, str, int] | None:
@@ -216,5 +229,7 @@ def heads(conn: Connection, namespaces: Sequence[str]) -> dict[str, int]:
     """Heads of several namespaces in one query."""
     if not namespaces:
         return {}
-    rows = conn.execute(select(n.c.namespace, n.c.event_head).where(n.c.namespace.in_(list(namespaces))))
+    rows = conn.execute(
+        select(n.c.namespace, n.c.event_head).where(n.c.namespace.in_(list(namespaces)))
+    )
     return {row.namespace: int(row.event_head) for row in rows}

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from stateward.storage import labels as label_rows
 from stateward.storage import schema
@@ -119,7 +119,9 @@ def task_from_row(row: Any) -> TaskRunRecord:
 
 
 # -- workflow runs ----------------------------------------------------------------------------
-def get_run(conn: Connection, namespace: str, run_id: str, *, for_update: bool = False) -> RunRecord | None:
+def get_run(
+    conn: Connection, namespace: str, run_id: str, *, for_update: bool = False
+) -> RunRecord | None:
     query = select(w).where(w.c.namespace == namespace, w.c.run_id == run_id)
     if for_update:
         query = query.with_for_update()
@@ -172,8 +174,11 @@ def finish_run(
         values["cancel_requested"] = cancel_requested
     outcome = conn.execute(
         update(w)
-        .where(w.c.namespace == record.namespace, w.c.run_id == record.run_id,
-               w.c.status == record.status)
+        .where(
+            w.c.namespace == record.namespace,
+            w.c.run_id == record.run_id,
+            w.c.status == record.status,
+        )
         .values(**values)
     )
     if outcome.rowcount != 1:
@@ -394,7 +399,9 @@ def expired_tasks(conn: Connection, before: int, limit: int) -> list[TaskRunReco
     return [task_from_row(row) for row in rows]
 
 
-def expire_task(conn: Connection, record: TaskRunRecord, status: str, now: int, error: ErrorRecord) -> bool:
+def expire_task(
+    conn: Connection, record: TaskRunRecord, status: str, now: int, error: ErrorRecord
+) -> bool:
     """RUNNING -> ``status`` for a lease that is still expired; exactly one caller wins."""
     outcome = conn.execute(
         update(t)
@@ -413,6 +420,15 @@ def expire_task(conn: Connection, record: TaskRunRecord, status: str, now: int, 
 
 
 # -- event owners ----------------------------------------------------------------------------------
+# Built once: the hot path (AppendEvents) only binds values.
+_TASK_OWNERS = select(t.c.task_run_id, t.c.run_id, t.c.agent_id).where(
+    t.c.namespace == bindparam("namespace"), t.c.task_run_id.in_(bindparam("ids", expanding=True))
+)
+_RUN_OWNERS = select(w.c.run_id, w.c.agent_id).where(
+    w.c.namespace == bindparam("namespace"), w.c.run_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def owners(
     conn: Connection, namespace: str, run_ids: Iterable[str], task_run_ids: Iterable[str]
 ) -> tuple[dict[str, str | None], dict[str, tuple[str, str]]]:
@@ -424,16 +440,14 @@ def owners(
     tasks: dict[str, tuple[str, str]] = {}
     task_ids = list(task_run_ids)
     if task_ids:
-        for row in conn.execute(
-            select(t.c.task_run_id, t.c.run_id, t.c.agent_id).where(
-                t.c.namespace == namespace, t.c.task_run_id.in_(task_ids)
-            )
+        for task_run_id, run_id, agent_id in conn.execute(
+            _TASK_OWNERS, {"namespace": namespace, "ids": task_ids}
         ):
-            tasks[row.task_run_id] = (row.run_id, row.agent_id)
+            tasks[task_run_id] = (run_id, agent_id)
     run_list = list(run_ids)
     if run_list:
-        for row in conn.execute(
-            select(w.c.run_id, w.c.agent_id).where(w.c.namespace == namespace, w.c.run_id.in_(run_list))
+        for run_id, agent_id in conn.execute(
+            _RUN_OWNERS, {"namespace": namespace, "ids": run_list}
         ):
-            runs[row.run_id] = row.agent_id
+            runs[run_id] = agent_id
     return runs, tasks

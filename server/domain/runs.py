@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-from enum import Enum
+from enum import StrEnum
 
 from stateward.server.domain.errors import FailedPrecondition, Violations
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
@@ -30,7 +30,7 @@ class RunStatus(str, Enum):
     INTERRUPTED = "INTERRUPTED"
 
 
-class TaskStatus(str, Enum):
+class TaskStatus(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
@@ -158,7 +158,9 @@ def expiry_status(cancel_requested: bool) -> TaskStatus:
 
 
 # -- leases ------------------------------------------------------------------------------
-def effective_timeouts(timeout_us: int | None, heartbeat_us: int | None) -> tuple[int | None, int | None]:
+def effective_timeouts(
+    timeout_us: int | None, heartbeat_us: int | None
+) -> tuple[int | None, int | None]:
     """The timeouts a task run gets: with neither given, the default heartbeat timeout."""
     if timeout_us is None and heartbeat_us is None:
         return None, DEFAULT_HEARTBEAT_TIMEOUT_US
@@ -173,7 +175,9 @@ def lease_expiry(
     if timeout_us is not None:
         bounds.append(started_at + timeout_us)
     if heartbeat_us is not None:
-        bounds.append((last_heartbeat_at if last_heartbeat_at is not None else started_at) + heartbeat_us)
+        bounds.append(
+            (last_heartbeat_at if last_heartbeat_at is not None else started_at) + heartbeat_us
+        )
     return min(bounds) if bounds else None
 
 
@@ -186,8 +190,9 @@ def _seconds(us: int) -> str:
     return f"{text} s"
 
 
-def expiry_message(started_at: int, timeout_us: int | None, heartbeat_us: int | None,
-                   lease_expires_at: int) -> str:
+def expiry_message(
+    started_at: int, timeout_us: int | None, heartbeat_us: int | None, lease_expires_at: int
+) -> str:
     """Which timeout ran out, in words a person can act on."""
     if timeout_us is not None and started_at + timeout_us <= lease_expires_at:
         return f"the task run exceeded its timeout of {_seconds(timeout_us)}"
@@ -234,10 +239,16 @@ def new_task_run_id(now_us: int) -> str:
 # -- client event types ----------------------------------------------------------------------
 def check_event_type(v: Violations, field: str, value: str) -> None:
     if not EVENT_TYPE_PATTERN.fullmatch(value):
-        v.add(field, "must be 1 to 128 characters of letters, digits and _ . : -, starting with a letter")
+        v.add(
+            field,
+            "must be 1 to 128 characters of letters, digits and _ . : -, starting with a letter",
+        )
     elif value.startswith(SYSTEM_PREFIXES):
-        v.add(field, f"{value!r} uses a system prefix ({', '.join(SYSTEM_PREFIXES)}); "
-                     "choose another name for client events")
+        v.add(
+            field,
+            f"{value!r} uses a system prefix ({', '.join(SYSTEM_PREFIXES)}); "
+            "choose another name for client events",
+        )
 
 
 def check_duration(v: Violations, field: str, value_us: int | None) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -99,7 +100,9 @@ def _check_document(v: Violations, field: str, raw: bytes) -> bytes:
     return raw
 
 
-def _page(items: list[T], size: int, digest: str, cursor: Callable[[T], list[Any]]) -> tuple[list[T], str]:
+def _page(
+    items: list[T], size: int, digest: str, cursor: Callable[[T], list[Any]]
+) -> tuple[list[T], str]:
     if len(items) > size:
         items = items[:size]
         return items, paging.encode(digest, cursor(items[-1]))
@@ -112,7 +115,7 @@ class ExecutionService:
         self.bus = bus
         self._valid_types: set[str] = set()
 
-    # -- workflow runs ----------------------------------------------------------------------------
+    # -- workflow runs ------------------------------------------------
     async def start_run(
         self,
         namespace: str,
@@ -135,15 +138,27 @@ class ExecutionService:
                 self._require_live_agent(ctx.conn, namespace, agent_id)
             run_id = rules.new_run_id(ctx.now)
             record = RunRecord(
-                namespace=namespace, run_id=run_id, workflow_name=workflow_name,
-                agent_id=agent_id or None, status=RunStatus.RUNNING.value, input=input,
-                labels=dict(labels), attempt=1, root_run_id=run_id, created_at=ctx.now,
-                updated_at=ctx.now, started_at=ctx.now,
+                namespace=namespace,
+                run_id=run_id,
+                workflow_name=workflow_name,
+                agent_id=agent_id or None,
+                status=RunStatus.RUNNING.value,
+                input=input,
+                labels=dict(labels),
+                attempt=1,
+                root_run_id=run_id,
+                created_at=ctx.now,
+                updated_at=ctx.now,
+                started_at=ctx.now,
             )
             run_rows.insert_run(ctx.conn, record)
-            ctx.emit(namespace, rules.RUN_EVENTS[RunStatus.RUNNING],
-                     _data(workflow_name=workflow_name, attempt=1),
-                     agent_id=record.agent_id, run_id=run_id)
+            ctx.emit(
+                namespace,
+                rules.RUN_EVENTS[RunStatus.RUNNING],
+                _data(workflow_name=workflow_name, attempt=1),
+                agent_id=record.agent_id,
+                run_id=run_id,
+            )
             return record
 
         return await self.db.write(guarded(namespace, replay, write))
@@ -178,15 +193,31 @@ class ExecutionService:
         check.check_id(v, "root_run_id", root_run_id, required=False)
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("runs", workflow_name, status, sorted(labels.items()), agent_id,
-                                      created_from, created_to, root_run_id)
+        digest = paging.filter_digest(
+            "runs",
+            workflow_name,
+            status,
+            sorted(labels.items()),
+            agent_id,
+            created_from,
+            created_to,
+            root_run_id,
+        )
         cursor = paging.decode(page_token, digest, (int, str))
         before = (cursor[0], cursor[1]) if cursor else None
         rows = await self.db.read(
             lambda conn: run_rows.list_runs(
-                conn, namespace, workflow_name=workflow_name or None, status=status, labels=labels,
-                agent_id=agent_id or None, created_from=created_from, created_to=created_to,
-                root_run_id=root_run_id or None, before=before, limit=size,
+                conn,
+                namespace,
+                workflow_name=workflow_name or None,
+                status=status,
+                labels=labels,
+                agent_id=agent_id or None,
+                created_from=created_from,
+                created_to=created_to,
+                root_run_id=root_run_id or None,
+                before=before,
+                limit=size,
             )
         )
         return _page(rows, size, digest, lambda r: [r.created_at, r.run_id])
@@ -199,8 +230,9 @@ class ExecutionService:
         result = _check_document(v, "result_json", result)
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
-        return await self._finish_run(namespace, run_id, RunStatus.COMPLETED, replay,
-                                      result=result, data={})
+        return await self._finish_run(
+            namespace, run_id, RunStatus.COMPLETED, replay, result=result, data={}
+        )
 
     async def fail_run(
         self, namespace: str, run_id: str, error: ErrorRecord, replay: Replay | None = None
@@ -211,7 +243,11 @@ class ExecutionService:
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
         return await self._finish_run(
-            namespace, run_id, RunStatus.FAILED, replay, error=error,
+            namespace,
+            run_id,
+            RunStatus.FAILED,
+            replay,
+            error=error,
             data={"error": error.message, "error_kind": error.kind, "retryable": error.retryable},
         )
 
@@ -223,8 +259,9 @@ class ExecutionService:
         check.check_text(v, "reason", reason, check.MAX_REASON)
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
-        return await self._finish_run(namespace, run_id, RunStatus.CANCELLED, replay,
-                                      data={"reason": reason}, cancel=True)
+        return await self._finish_run(
+            namespace, run_id, RunStatus.CANCELLED, replay, data={"reason": reason}, cancel=True
+        )
 
     async def _finish_run(
         self,
@@ -243,24 +280,40 @@ class ExecutionService:
             if record is None:
                 raise _run_not_found(run_id)
             rules.require_run_move(run_id, record.status, target)
-            stamped = (ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now)
-                       if error is not None else None)
-            if not run_rows.finish_run(ctx.conn, record, target.value, ctx.now, result=result,
-                                       error=stamped, cancel_requested=True if cancel else None):
+            stamped = (
+                ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now)
+                if error is not None
+                else None
+            )
+            if not run_rows.finish_run(
+                ctx.conn,
+                record,
+                target.value,
+                ctx.now,
+                result=result,
+                error=stamped,
+                cancel_requested=True if cancel else None,
+            ):
                 raise FailedPrecondition(
                     f"workflow run {run_id!r} changed concurrently; read it again",
-                    reason="INVALID_RUN_STATUS", subject=f"runs/{run_id}",
+                    reason="INVALID_RUN_STATUS",
+                    subject=f"runs/{run_id}",
                 )
             if cancel:
                 flagged = run_rows.request_cancel(ctx.conn, namespace, run_id)
                 data["cancel_requested_task_runs"] = len(flagged)
-            ctx.emit(namespace, rules.RUN_EVENTS[target], _data(**data),
-                     agent_id=record.agent_id, run_id=run_id)
+            ctx.emit(
+                namespace,
+                rules.RUN_EVENTS[target],
+                _data(**data),
+                agent_id=record.agent_id,
+                run_id=run_id,
+            )
             return record
 
         return await self.db.write(guarded(namespace, replay, write))
 
-    # -- task runs ------------------------------------------------------------------------------------
+    # -- task runs ------------------------------------------------
     async def start_task(
         self,
         namespace: str,
@@ -282,7 +335,9 @@ class ExecutionService:
         input = _check_document(v, "input_json", input)
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
-        timeout_us, heartbeat_timeout_us = rules.effective_timeouts(timeout_us, heartbeat_timeout_us)
+        timeout_us, heartbeat_timeout_us = rules.effective_timeouts(
+            timeout_us, heartbeat_timeout_us
+        )
 
         def write(ctx: WriteContext) -> TaskRunRecord:
             # Locking the run orders task starts against its completion or cancellation
@@ -294,15 +349,30 @@ class ExecutionService:
             self._require_live_agent(ctx.conn, namespace, agent_id)
             attempt = run_rows.max_attempt(ctx.conn, namespace, run.root_run_id, task_id) + 1
             task_run_id = rules.new_task_run_id(ctx.now)
-            event = ctx.emit(namespace, rules.TASK_EVENTS[TaskStatus.RUNNING],
-                             _data(task_id=task_id, attempt=attempt),
-                             agent_id=agent_id, run_id=run_id, task_run_id=task_run_id)
+            event = ctx.emit(
+                namespace,
+                rules.TASK_EVENTS[TaskStatus.RUNNING],
+                _data(task_id=task_id, attempt=attempt),
+                agent_id=agent_id,
+                run_id=run_id,
+                task_run_id=task_run_id,
+            )
             record = TaskRunRecord(
-                namespace=namespace, task_run_id=task_run_id, run_id=run_id, task_id=task_id,
-                agent_id=agent_id, attempt=attempt, status=TaskStatus.RUNNING.value, input=input,
-                started_at=ctx.now, seq=event.sequence, timeout_us=timeout_us,
+                namespace=namespace,
+                task_run_id=task_run_id,
+                run_id=run_id,
+                task_id=task_id,
+                agent_id=agent_id,
+                attempt=attempt,
+                status=TaskStatus.RUNNING.value,
+                input=input,
+                started_at=ctx.now,
+                seq=event.sequence,
+                timeout_us=timeout_us,
                 heartbeat_timeout_us=heartbeat_timeout_us,
-                lease_expires_at=rules.lease_expiry(ctx.now, timeout_us, None, heartbeat_timeout_us),
+                lease_expires_at=rules.lease_expiry(
+                    ctx.now, timeout_us, None, heartbeat_timeout_us
+                ),
             )
             run_rows.insert_task(ctx.conn, record)
             return record
@@ -313,12 +383,16 @@ class ExecutionService:
         v = Violations()
         check.check_id(v, "task_run_id", task_run_id)
         if progress:
-            check.parse_json(v, "progress_json", progress, limit=rules.MAX_DOCUMENT, require_object=False)
+            check.parse_json(
+                v, "progress_json", progress, limit=rules.MAX_DOCUMENT, require_object=False
+            )
         v.raise_if_any()
 
         def write(ctx: WriteContext) -> Lease:
             task = self._running_task(ctx, namespace, task_run_id, "heartbeat")
-            lease = rules.lease_expiry(task.started_at, task.timeout_us, ctx.now, task.heartbeat_timeout_us)
+            lease = rules.lease_expiry(
+                task.started_at, task.timeout_us, ctx.now, task.heartbeat_timeout_us
+            )
             if not run_rows.renew_lease(ctx.conn, task, ctx.now, lease, progress or None):
                 raise _LeaseExpired(task_run_id)
             return Lease(task.cancel_requested, lease)
@@ -337,19 +411,31 @@ class ExecutionService:
         check.check_id(v, "task_run_id", task_run_id)
         result = _check_document(v, "result_json", result)
         if compensation:
-            check.parse_json(v, "compensation_json", compensation, limit=rules.MAX_DOCUMENT,
-                             require_object=False)
+            check.parse_json(
+                v, "compensation_json", compensation, limit=rules.MAX_DOCUMENT, require_object=False
+            )
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
 
         def write(ctx: WriteContext) -> TaskRunRecord:
             task = self._running_task(ctx, namespace, task_run_id, "complete")
-            if not run_rows.finish_task(ctx.conn, task, TaskStatus.COMPLETED.value, ctx.now,
-                                        result=result, compensation=compensation or None):
+            if not run_rows.finish_task(
+                ctx.conn,
+                task,
+                TaskStatus.COMPLETED.value,
+                ctx.now,
+                result=result,
+                compensation=compensation or None,
+            ):
                 raise _LeaseExpired(task_run_id)
-            ctx.emit(namespace, rules.TASK_EVENTS[TaskStatus.COMPLETED],
-                     _data(task_id=task.task_id, attempt=task.attempt),
-                     agent_id=task.agent_id, run_id=task.run_id, task_run_id=task_run_id)
+            ctx.emit(
+                namespace,
+                rules.TASK_EVENTS[TaskStatus.COMPLETED],
+                _data(task_id=task.task_id, attempt=task.attempt),
+                agent_id=task.agent_id,
+                run_id=task.run_id,
+                task_run_id=task_run_id,
+            )
             return task
 
         return await self._expiring(namespace, guarded(namespace, replay, write))
@@ -366,18 +452,32 @@ class ExecutionService:
         def write(ctx: WriteContext) -> TaskRunRecord:
             task = self._running_task(ctx, namespace, task_run_id, "fail")
             status = rules.failure_status(task.cancel_requested)
-            stamped = ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now)
+            stamped = ErrorRecord(
+                error.message, error.kind, error.retryable, error.details, ctx.now
+            )
             if not run_rows.finish_task(ctx.conn, task, status.value, ctx.now, error=stamped):
                 raise _LeaseExpired(task_run_id)
-            ctx.emit(namespace, rules.TASK_EVENTS[status],
-                     _data(task_id=task.task_id, attempt=task.attempt, error=error.message,
-                           error_kind=error.kind, retryable=error.retryable),
-                     agent_id=task.agent_id, run_id=task.run_id, task_run_id=task_run_id)
+            ctx.emit(
+                namespace,
+                rules.TASK_EVENTS[status],
+                _data(
+                    task_id=task.task_id,
+                    attempt=task.attempt,
+                    error=error.message,
+                    error_kind=error.kind,
+                    retryable=error.retryable,
+                ),
+                agent_id=task.agent_id,
+                run_id=task.run_id,
+                task_run_id=task_run_id,
+            )
             return task
 
         return await self._expiring(namespace, guarded(namespace, replay, write))
 
-    def _running_task(self, ctx: WriteContext, namespace: str, task_run_id: str, action: str) -> TaskRunRecord:
+    def _running_task(
+        self, ctx: WriteContext, namespace: str, task_run_id: str, action: str
+    ) -> TaskRunRecord:
         task = run_rows.get_task(ctx.conn, namespace, task_run_id, for_update=True)
         if task is None:
             raise _task_not_found(task_run_id)
@@ -441,8 +541,13 @@ class ExecutionService:
         cursor = paging.decode(page_token, digest, (int,))
         rows = await self.db.read(
             lambda conn: run_rows.list_tasks(
-                conn, namespace, run_id=run_id or None, agent_id=agent_id or None, status=status,
-                after_seq=cursor[0] if cursor else None, limit=size,
+                conn,
+                namespace,
+                run_id=run_id or None,
+                agent_id=agent_id or None,
+                status=status,
+                after_seq=cursor[0] if cursor else None,
+                limit=size,
             )
         )
         return _page(rows, size, digest, lambda r: [r.seq])
@@ -461,8 +566,14 @@ class ExecutionService:
             if agent_rows.get(conn, namespace, agent_id) is None:
                 raise NotFound(f"agent {agent_id!r} does not exist")
             return run_rows.list_tasks(
-                conn, namespace, run_id=None, agent_id=agent_id, status=None,
-                after_seq=cursor[0] if cursor else None, limit=size, newest_first=True,
+                conn,
+                namespace,
+                run_id=None,
+                agent_id=agent_id,
+                status=None,
+                after_seq=cursor[0] if cursor else None,
+                limit=size,
+                newest_first=True,
             )
 
         rows = await self.db.read(read)
@@ -476,11 +587,12 @@ class ExecutionService:
         if agent.status == "TERMINATED":
             raise FailedPrecondition(
                 f"agent {agent_id!r} is TERMINATED; it can no longer run workflows or tasks",
-                reason="AGENT_TERMINATED", subject=f"agents/{agent_id}",
+                reason="AGENT_TERMINATED",
+                subject=f"agents/{agent_id}",
                 metadata={"current_status": agent.status},
             )
 
-    # -- the event log ----------------------------------------------------------------------------------
+    # -- the event log ------------------------------------------------
     async def append_events(
         self, namespace: str, events: Sequence[NewEvent], replay: Replay | None = None
     ) -> tuple[int, int] | Stored:
@@ -489,7 +601,10 @@ class ExecutionService:
         if not events:
             v.add("events", "at least one event is required")
         elif len(events) > rules.MAX_EVENTS_PER_APPEND:
-            v.add("events", f"at most {rules.MAX_EVENTS_PER_APPEND} events per call (got {len(events)})")
+            v.add(
+                "events",
+                f"at most {rules.MAX_EVENTS_PER_APPEND} events per call (got {len(events)})",
+            )
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
         run_ids: set[str] = set()
@@ -539,9 +654,15 @@ class ExecutionService:
                 else:
                     run_id = event.run_id
                     owner = runs[run_id]
-                sequence = emit(namespace, event.type, event.data or b"{}", agent_id=owner,
-                                run_id=run_id, task_run_id=event.task_run_id or None,
-                                client_time=event.client_time).sequence
+                sequence = emit(
+                    namespace,
+                    event.type,
+                    event.data or b"{}",
+                    agent_id=owner,
+                    run_id=run_id,
+                    task_run_id=event.task_run_id or None,
+                    client_time=event.client_time,
+                ).sequence
                 if not first:
                     first = sequence
             return first, sequence
@@ -565,13 +686,22 @@ class ExecutionService:
             v.add("after_sequence", "must not be negative")
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("events", flt.agent_id, flt.run_id, flt.task_run_id,
-                                      sorted(flt.types), after, start, end)
+        digest = paging.filter_digest(
+            "events",
+            flt.agent_id,
+            flt.run_id,
+            flt.task_run_id,
+            sorted(flt.types),
+            after,
+            start,
+            end,
+        )
         cursor = paging.decode(page_token, digest, (int,))
         position = cursor[0] if cursor else after
         rows = await self.db.read(
-            lambda conn: event_log.list_page(conn, namespace, flt, after=position, start=start,
-                                             end=end, limit=size + 1)
+            lambda conn: event_log.list_page(
+                conn, namespace, flt, after=position, start=start, end=end, limit=size + 1
+            )
         )
         return _page(rows, size, digest, lambda r: [r.sequence])
 
@@ -583,7 +713,7 @@ class ExecutionService:
         after: int,
         from_head: bool,
         keepalive: float,
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """Matching events after ``after`` (or the head), then live ones; Keepalive when idle.
 
         Exactly once and in order: ``position`` only grows, and everything yielded lies
@@ -614,9 +744,14 @@ class ExecutionService:
                     # Catch up from the log; arm once nearly there, then read to the head again.
                     caught_up = False
                     while not bus.closed:
-                        start = position
                         records, position = await self.db.read(
-                            lambda conn: event_log.catch_up(conn, namespace, flt, start, CATCH_UP_PAGE)
+                            functools.partial(
+                                event_log.catch_up,
+                                namespace=namespace,
+                                flt=flt,
+                                after=position,
+                                limit=CATCH_UP_PAGE,
+                            )
                         )
                         for record in records:
                             yield encode(record)
@@ -667,7 +802,7 @@ def _check_event_data(v: Violations, field: str, raw: bytes) -> None:
         check.parse_json(v, field, raw, limit=rules.MAX_EVENT_DATA)  # counts nesting properly
         return
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        value = _DECODER.decode(raw.decode("utf-8"))
     except UnicodeDecodeError as error:
         v.add(field, f"must be UTF-8 encoded JSON (invalid byte at offset {error.start})")
         return
@@ -680,3 +815,6 @@ def _check_event_data(v: Violations, field: str, raw: bytes) -> None:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: json.loads(**kw) is not

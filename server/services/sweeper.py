@@ -16,6 +16,7 @@ worker finishing at the same moment, exactly one write wins and one event is emi
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from datetime import UTC, datetime
@@ -40,7 +41,9 @@ def _data(**fields: object) -> bytes:
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def mark_expired(ctx: WriteContext, namespace: str, task_run_id: str, *, interrupted: bool) -> TaskRunRecord | None:
+def mark_expired(
+    ctx: WriteContext, namespace: str, task_run_id: str, *, interrupted: bool
+) -> TaskRunRecord | None:
     """Finish one task run whose lease ran out; None if it is no longer RUNNING and expired."""
     task = run_rows.get_task(ctx.conn, namespace, task_run_id, for_update=True)
     if task is None or task.status != TaskStatus.RUNNING.value:
@@ -48,24 +51,37 @@ def mark_expired(ctx: WriteContext, namespace: str, task_run_id: str, *, interru
     if not rules.lease_expired(task.lease_expires_at, ctx.now):
         return None
     assert task.lease_expires_at is not None
-    why = rules.expiry_message(task.started_at, task.timeout_us, task.heartbeat_timeout_us,
-                               task.lease_expires_at)
+    why = rules.expiry_message(
+        task.started_at, task.timeout_us, task.heartbeat_timeout_us, task.lease_expires_at
+    )
     if interrupted:
         status = TaskStatus.INTERRUPTED
-        message = (f"interrupted: the lease expired at {_iso(task.lease_expires_at)} while no "
-                   f"Stateward server was running ({why})")
+        message = (
+            f"interrupted: the lease expired at {_iso(task.lease_expires_at)} while no "
+            f"Stateward server was running ({why})"
+        )
     else:
         status = rules.expiry_status(task.cancel_requested)
-        message = why if status is TaskStatus.TIMED_OUT else (
-            f"cancelled with its workflow run; the worker stopped without reporting ({why})")
+        message = (
+            why
+            if status is TaskStatus.TIMED_OUT
+            else (f"cancelled with its workflow run; the worker stopped without reporting ({why})")
+        )
     error = ErrorRecord(message, rules.ERROR_KIND_TIMEOUT, True, b"", ctx.now)
     if not run_rows.expire_task(ctx.conn, task, status.value, ctx.now, error):
         return None
     ctx.emit(
-        namespace, rules.TASK_EVENTS[status],
-        _data(task_id=task.task_id, attempt=task.attempt, error=message,
-              error_kind=rules.ERROR_KIND_TIMEOUT),
-        agent_id=task.agent_id, run_id=task.run_id, task_run_id=task.task_run_id,
+        namespace,
+        rules.TASK_EVENTS[status],
+        _data(
+            task_id=task.task_id,
+            attempt=task.attempt,
+            error=message,
+            error_kind=rules.ERROR_KIND_TIMEOUT,
+        ),
+        agent_id=task.agent_id,
+        run_id=task.run_id,
+        task_run_id=task.task_run_id,
     )
     return task
 
@@ -75,13 +91,20 @@ def interrupt_run(ctx: WriteContext, namespace: str, run_id: str, cause: TaskRun
     run = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
     if run is None or run.status != RunStatus.RUNNING.value:
         return False
-    message = (f"interrupted: task run {cause.task_run_id!r} (task {cause.task_id!r}) lost its "
-               "lease while no Stateward server was running")
+    message = (
+        f"interrupted: task run {cause.task_run_id!r} (task {cause.task_id!r}) lost its "
+        "lease while no Stateward server was running"
+    )
     error = ErrorRecord(message, rules.ERROR_KIND_TIMEOUT, True, b"", ctx.now)
     if not run_rows.finish_run(ctx.conn, run, RunStatus.INTERRUPTED.value, ctx.now, error=error):
         return False
-    ctx.emit(namespace, rules.RUN_EVENTS[RunStatus.INTERRUPTED],
-             _data(error=message, task_run_id=cause.task_run_id), agent_id=run.agent_id, run_id=run_id)
+    ctx.emit(
+        namespace,
+        rules.RUN_EVENTS[RunStatus.INTERRUPTED],
+        _data(error=message, task_run_id=cause.task_run_id),
+        agent_id=run.agent_id,
+        run_id=run_id,
+    )
     return True
 
 
@@ -111,21 +134,27 @@ class Sweeper:
             before_offset=rules.interruption_grace_us(self.interval), interrupted=True
         )
         if marked:
-            log.warning("marked %d task runs INTERRUPTED: their leases expired while no server ran", marked)
+            log.warning(
+                "marked %d task runs INTERRUPTED: their leases expired while no server ran", marked
+            )
 
     async def _finish_expired(self, *, before_offset: int, interrupted: bool) -> int:
         total = 0
         while True:
             before = now_us() - before_offset
             # A read first: an idle sweep costs no write transaction.
-            found = await self.db.read(lambda conn: run_rows.expired_tasks(conn, before, BATCH))
+            found = await self.db.read(
+                functools.partial(run_rows.expired_tasks, before=before, limit=BATCH)
+            )
             if not found:
                 return total
             keys = [(task.namespace, task.task_run_id) for task in found]
 
-            def write(ctx: WriteContext) -> int:
-                marked = [mark_expired(ctx, ns, task_run_id, interrupted=interrupted)
-                          for ns, task_run_id in keys]
+            def write(ctx: WriteContext, keys: list[tuple[str, str]] = keys) -> int:
+                marked = [
+                    mark_expired(ctx, ns, task_run_id, interrupted=interrupted)
+                    for ns, task_run_id in keys
+                ]
                 finished = [task for task in marked if task is not None]
                 if interrupted:
                     for task in finished:
