@@ -27,7 +27,9 @@ uncompressed payload the client sent.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -134,10 +136,12 @@ def check_key(key: str) -> str:
 _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+@functools.cache
 def _remote_errors() -> tuple[type[BaseException], ...]:
+    """The client libraries' own error types, imported only once an error needs them."""
     kinds: list[type[BaseException]] = []
     try:
-        from botocore import exceptions as boto
+        from botocore import exceptions as boto  # type: ignore[import-untyped]
 
         kinds += [boto.BotoCoreError, boto.ClientError]
     except ImportError:  # pragma: no cover - s3fs not installed
@@ -151,16 +155,13 @@ def _remote_errors() -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
-_REMOTE = _remote_errors()
-
-
-def _translate(error: BaseException, action: str) -> BaseException:
+def translate(error: BaseException, action: str) -> BaseException:
     """Map a backend failure to a storage error; programming errors pass through."""
     if isinstance(error, StorageError):
         return error
     if isinstance(error, OSError) and error.errno in _FULL_ERRNOS:
         return StorageFull(f"the blob store has no space left to {action}")
-    if isinstance(error, (OSError, ConnectionError, TimeoutError, *_REMOTE)):
+    if isinstance(error, (OSError, ConnectionError, TimeoutError, *_remote_errors())):
         log.warning("blob store failed to %s: %r", action, error)
         return StorageUnavailable(
             f"the blob store failed to {action} ({type(error).__name__}); retry later"
@@ -221,14 +222,15 @@ class BlobWriter:
             self._file = store.fs.open(store.path(self.tmp_key), "wb")
             self._counting = _Counting(self._file)
             if compression == "zstd":
+                counting: Any = self._counting  # file-like enough: zstd only calls write()
                 self._sink = zstandard.ZstdCompressor(level=3).stream_writer(
-                    self._counting, closefd=False
+                    counting, closefd=False
                 )
             else:
                 self._sink = self._counting
         except BaseException as error:
             self.abort()
-            raise _translate(error, "start a blob") from error
+            raise translate(error, "start a blob") from error
 
     @property
     def sha256(self) -> str:
@@ -238,7 +240,7 @@ class BlobWriter:
         try:
             self._sink.write(chunk)
         except BaseException as error:
-            raise _translate(error, "write a blob") from error
+            raise translate(error, "write a blob") from error
         self._hash.update(chunk)
         self.size += len(chunk)
 
@@ -255,14 +257,13 @@ class BlobWriter:
             self._file.close()
             self._closed = True
         except BaseException as error:
-            raise _translate(error, "finish a blob") from error
+            raise translate(error, "finish a blob") from error
 
     def commit(self, key: str) -> BlobInfo:
         """Make the blob visible under ``key`` (which must not exist yet)."""
         check_key(key)
         self.close()
         store = self.store
-        store._active.add(key)
         try:
             final = store.path(key)
             if store.fs.exists(final):
@@ -271,12 +272,10 @@ class BlobWriter:
             if store.protocol == "file":
                 _fsync_dir(os.path.dirname(final))
         except BaseException as error:
-            store._active.discard(key)
             self.abort()
-            raise _translate(error, "commit a blob") from error
+            raise translate(error, "commit a blob") from error
         self._done = True
         store._active.discard(self.tmp_key)
-        store._active.discard(key)
         assert self._counting is not None
         return BlobInfo(key, self.size, self._counting.written, self.sha256, self.compression)
 
@@ -287,7 +286,11 @@ class BlobWriter:
         self._done = True
         try:
             if self._file is not None and not self._closed:
-                self._file.close()
+                if self.store.protocol == "s3":
+                    self._file.discard()  # abort the multipart upload; closing would complete it
+                    self._file.closed = True  # so its __del__ does not try to finish it
+                else:
+                    self._file.close()
         except Exception:
             pass
         try:
@@ -332,7 +335,10 @@ class BlobStore:
         if protocol == "file":
             options.setdefault("auto_mkdir", True)
         if protocol == "s3":
-            options.setdefault("skip_instance_cache", True)
+            # Other replicas write too: never answer exists/list from a stale listing cache.
+            # (fsspec still shares the client between stores with equal options, which
+            # spares loading botocore's models again.)
+            options.setdefault("use_listings_cache", False)
         self.url = url
         self.protocol = protocol
         self.compression = compression
@@ -404,7 +410,7 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobMissing(f"the blob of checkpoint {name!r} is missing") from None
         except BaseException as error:
-            raise _translate(error, "open a blob") from error
+            raise translate(error, "open a blob") from error
         digest = hashlib.sha256()
         total = 0
         try:
@@ -424,7 +430,7 @@ class BlobStore:
                         f"the blob of checkpoint {name!r} cannot be decompressed ({error})"
                     ) from None
                 except BaseException as error:
-                    raise _translate(error, "read a blob") from error
+                    raise translate(error, "read a blob") from error
                 if not chunk:
                     break
                 total += len(chunk)
@@ -456,25 +462,30 @@ class BlobStore:
             pass
 
     # -- delete and list ----------------------------------------------------------------
-    def delete(self, key: str) -> bool:
-        """Remove a blob; False when it was already gone."""
+    def delete(self, key: str) -> None:
+        """Remove a blob; one already gone is fine (object stores cannot tell anyway)."""
         path = self.path(key)
         try:
             self.fs.rm_file(path)
         except FileNotFoundError:
-            return False
+            pass
         except BaseException as error:
-            raise _translate(error, "delete a blob") from error
-        return True
+            raise translate(error, "delete a blob") from error
 
-    def list(self) -> Iterator[ListedBlob]:
-        """Every blob-shaped key under the root; anything else found there is left alone."""
+    def list(self, under: str = "") -> Iterator[ListedBlob]:
+        """Every blob-shaped key under the root (or under one namespace, or ``.tmp``);
+        anything else found there is left alone."""
+        top = self.root
+        if under:
+            if under != TMP_DIR:
+                _check_segment("namespace", under, _NAMESPACE)
+            top = f"{self.root}/{under}"
         try:
-            found = self.fs.find(self.root, detail=True)
+            found = self.fs.find(top, detail=True)
         except FileNotFoundError:
             return
         except BaseException as error:
-            raise _translate(error, "list blobs") from error
+            raise translate(error, "list blobs") from error
         prefix = self.root + "/"
         for name, info in found.items():
             name = self.fs._strip_protocol(name)
@@ -488,5 +499,16 @@ class BlobStore:
             yield ListedBlob(key, int(info.get("size") or 0), _modified_us(info))
 
     def is_active(self, key: str) -> bool:
-        """Whether this process is writing ``key`` right now."""
+        """Whether this process is writing ``key`` (or holds it until its manifest commits)."""
         return key in self._active
+
+    @contextlib.contextmanager
+    def protect(self, key: str) -> Iterator[None]:
+        """Keep garbage collection in this process off ``key`` for the duration: from before
+        its blob is written until its manifest has committed (or the attempt was given up)."""
+        check_key(key)
+        self._active.add(key)
+        try:
+            yield
+        finally:
+            self._active.discard(key)

@@ -1,14 +1,362 @@
-"""RecoveryService over gRPC."""
+"""RecoveryService over gRPC: checkpoints, recovery plans, retries, compensation, retention."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, TypeAlias
+
 import grpc
 
+from stateward.server.config import ConfigError, Settings
 from stateward.server.deps import Deps
-from stateward.server.servicers.pending import pending_servicer
+from stateward.server.domain.errors import InvalidArgument
+from stateward.server.domain.planner import Strategy
+from stateward.server.rpc import convert, status
+from stateward.server.rpc.context import namespace, replay, respond, unary
+from stateward.server.servicers.execution import task_run, workflow_run
+from stateward.server.services.checkpoints import CheckpointService, RestoreResult
+from stateward.server.services.recovery import (
+    RecoveryPlan,
+    RecoveryService,
+    RetryResult,
+    policy_from,
+)
+from stateward.server.services.retention import RetentionService
+from stateward.storage.blobs import BlobStore
+from stateward.storage.checkpoints import CheckpointRecord
+from stateward.storage.runs import TaskRunRecord
+from stateward.v1 import recovery_pb2 as pb
 from stateward.v1 import recovery_pb2_grpc
+
+Ctx: TypeAlias = grpc.aio.ServicerContext
+_END = object()
+STRATEGY = {s: pb.RecoveryStrategy.Value(f"RECOVERY_STRATEGY_{s.value}") for s in Strategy}
+CANCEL_SETTLE = 0.05  # seconds an upload waits after its last chunk for a late cancellation
+
+
+def checkpoint(r: CheckpointRecord) -> pb.Checkpoint:
+    return pb.Checkpoint(
+        checkpoint_id=r.checkpoint_id,
+        agent_id=r.agent_id,
+        state_version=r.state_version,
+        size_bytes=r.size,
+        sha256=r.sha256,
+        compression=r.compression,
+        labels=r.labels,
+        create_time=convert.timestamp(r.created_at),
+    )
+
+
+def compensation_step(r: TaskRunRecord) -> pb.CompensationStep:
+    return pb.CompensationStep(
+        task_run_id=r.task_run_id,
+        task_id=r.task_id,
+        compensation_json=r.compensation,
+        complete_time=convert.timestamp(r.ended_at),
+        done=r.compensation_done_at is not None,
+        done_time=convert.timestamp(r.compensation_done_at),
+    )
+
+
+def recovery_plan(p: RecoveryPlan) -> pb.RecoveryPlan:
+    return pb.RecoveryPlan(
+        agent_id=p.agent_id,
+        agent_status=convert.AGENT_STATUS[p.agent_status],  # type: ignore[arg-type]
+        last_good_state_version=p.last_good_state_version,
+        last_failure=task_run(p.last_failure) if p.last_failure else None,
+        failed_task_runs=[task_run(r) for r in p.failed_task_runs],
+        checkpoint=checkpoint(p.checkpoint) if p.checkpoint else None,
+        strategy=STRATEGY[p.plan.strategy],  # type: ignore[arg-type]
+        suggested_timeout=convert.duration(p.plan.suggested_timeout_us),
+        retry_delay=convert.duration(p.plan.retry_delay_us),
+        explanation=p.plan.explanation,
+    )
+
+
+def _duration(message: Any, field: str) -> int | None:
+    return convert.duration_micros(getattr(message, field)) if message.HasField(field) else None
+
+
+class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
+    def __init__(
+        self, checkpoints: CheckpointService, recovery: RecoveryService, retention: RetentionService
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.recovery = recovery
+        self.retention = retention
+
+    # -- checkpoints ----------------------------------------------------------------------
+    @unary
+    async def CreateCheckpoint(
+        self, request: pb.CreateCheckpointRequest, context: Ctx
+    ) -> pb.CreateCheckpointResponse:
+        def build(record: CheckpointRecord) -> pb.CreateCheckpointResponse:
+            return pb.CreateCheckpointResponse(checkpoint=checkpoint(record))
+
+        result = await self.checkpoints.create(
+            namespace(context),
+            request.agent_id,
+            request.payload,
+            dict(request.labels),
+            replay(request, "CreateCheckpoint", build),
+        )
+        return respond(result, pb.CreateCheckpointResponse, build)
+
+    @unary
+    async def UploadCheckpoint(
+        self, request_iterator: AsyncIterator[pb.UploadCheckpointRequest], context: Ctx
+    ) -> pb.UploadCheckpointResponse:
+        def build(record: CheckpointRecord) -> pb.UploadCheckpointResponse:
+            return pb.UploadCheckpointResponse(checkpoint=checkpoint(record))
+
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("item") != "metadata":
+            raise InvalidArgument.one(
+                "metadata", "the first message of an upload must carry the metadata"
+            )
+        meta = first.metadata
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                if message.WhichOneof("item") != "chunk":
+                    raise InvalidArgument.one(
+                        "chunk", "only the first message carries metadata; the rest carry chunks"
+                    )
+                yield message.chunk
+            # grpc.aio ends the request stream the same way when the client cancels as when
+            # it finishes; the cancellation reaches this task a moment later. Wait that
+            # moment, so a truncated upload is cancelled here instead of being committed.
+            # (A client that sends the payload's sha256 is protected regardless.)
+            await asyncio.sleep(CANCEL_SETTLE)
+
+        result = await self.checkpoints.upload(
+            namespace(context),
+            meta.agent_id,
+            dict(meta.labels),
+            meta.sha256,
+            chunks(),
+            replay(meta, "UploadCheckpoint", build),
+        )
+        return respond(result, pb.UploadCheckpointResponse, build)
+
+    @unary
+    async def GetCheckpoint(
+        self, request: pb.GetCheckpointRequest, context: Ctx
+    ) -> pb.GetCheckpointResponse:
+        record = await self.checkpoints.get(namespace(context), request.checkpoint_id)
+        return pb.GetCheckpointResponse(checkpoint=checkpoint(record))
+
+    @unary
+    async def ListCheckpoints(
+        self, request: pb.ListCheckpointsRequest, context: Ctx
+    ) -> pb.ListCheckpointsResponse:
+        records, token = await self.checkpoints.list(
+            namespace(context),
+            request.agent_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListCheckpointsResponse(
+            checkpoints=[checkpoint(r) for r in records], next_page_token=token
+        )
+
+    async def DownloadCheckpoint(
+        self, request: pb.DownloadCheckpointRequest, context: Ctx
+    ) -> AsyncIterator[pb.DownloadCheckpointResponse]:
+        """The manifest, then ~1 MiB chunks. Integrity is known only after the last chunk,
+        so a corrupt blob ends the stream with DATA_LOSS after its bytes: clients accept the
+        payload only when the stream ends with OK."""
+        chunks: Iterator[bytes] | None = None
+        try:
+            record, chunks = await self.checkpoints.download(
+                namespace(context), request.checkpoint_id
+            )
+            yield pb.DownloadCheckpointResponse(checkpoint=checkpoint(record))
+            while True:
+                chunk = await asyncio.to_thread(next, chunks, _END)
+                if chunk is _END:
+                    break
+                yield pb.DownloadCheckpointResponse(chunk=chunk)  # type: ignore[arg-type]
+        except (grpc.aio.AbortError, grpc.RpcError):
+            raise
+        except Exception as error:
+            await status.abort(context, error)
+        finally:
+            if chunks is not None:
+                try:
+                    chunks.close()  # type: ignore[attr-defined]
+                except ValueError:  # still running in its thread; it closes when done
+                    pass
+
+    @unary
+    async def DeleteCheckpoint(
+        self, request: pb.DeleteCheckpointRequest, context: Ctx
+    ) -> pb.DeleteCheckpointResponse:
+        def build(record: CheckpointRecord) -> pb.DeleteCheckpointResponse:
+            return pb.DeleteCheckpointResponse(checkpoint_id=record.checkpoint_id)
+
+        result = await self.checkpoints.delete(
+            namespace(context),
+            request.checkpoint_id,
+            replay(request, "DeleteCheckpoint", build),
+        )
+        return respond(result, pb.DeleteCheckpointResponse, build)
+
+    @unary
+    async def RestoreCheckpoint(
+        self, request: pb.RestoreCheckpointRequest, context: Ctx
+    ) -> pb.RestoreCheckpointResponse:
+        def build(result: RestoreResult) -> pb.RestoreCheckpointResponse:
+            return pb.RestoreCheckpointResponse(
+                state_version=result.state_version, agent=convert.agent(result.agent)
+            )
+
+        result = await self.checkpoints.restore(
+            namespace(context),
+            request.checkpoint_id,
+            expected_version=(
+                request.expected_version if request.HasField("expected_version") else None
+            ),
+            reinitialize=request.reinitialize,
+            replay=replay(request, "RestoreCheckpoint", build),
+        )
+        return respond(result, pb.RestoreCheckpointResponse, build)
+
+    # -- recovery -------------------------------------------------------------------------
+    @unary
+    async def RecoverAgent(
+        self, request: pb.RecoverAgentRequest, context: Ctx
+    ) -> pb.RecoverAgentResponse:
+        plan = await self.recovery.plan(namespace(context), request.agent_id)
+        return pb.RecoverAgentResponse(plan=recovery_plan(plan))
+
+    @unary
+    async def RetryWorkflowRun(
+        self, request: pb.RetryWorkflowRunRequest, context: Ctx
+    ) -> pb.RetryWorkflowRunResponse:
+        def build(result: RetryResult) -> pb.RetryWorkflowRunResponse:
+            return pb.RetryWorkflowRunResponse(
+                run=workflow_run(result.run),
+                carried_over=[task_run(r) for r in result.carried_over],
+                pending_task_ids=result.pending_task_ids,
+            )
+
+        result = await self.recovery.retry_run(
+            namespace(context), request.run_id, replay(request, "RetryWorkflowRun", build)
+        )
+        return respond(result, pb.RetryWorkflowRunResponse, build)
+
+    @unary
+    async def GetCompensationPlan(
+        self, request: pb.GetCompensationPlanRequest, context: Ctx
+    ) -> pb.GetCompensationPlanResponse:
+        steps = await self.recovery.compensation_plan(namespace(context), request.run_id)
+        return pb.GetCompensationPlanResponse(steps=[compensation_step(r) for r in steps])
+
+    @unary
+    async def CompleteCompensation(
+        self, request: pb.CompleteCompensationRequest, context: Ctx
+    ) -> pb.CompleteCompensationResponse:
+        def build(record: TaskRunRecord) -> pb.CompleteCompensationResponse:
+            return pb.CompleteCompensationResponse(step=compensation_step(record))
+
+        result = await self.recovery.complete_compensation(
+            namespace(context),
+            request.run_id,
+            request.task_run_id,
+            replay(request, "CompleteCompensation", build),
+        )
+        return respond(result, pb.CompleteCompensationResponse, build)
+
+    # -- retention (admin) ------------------------------------------------------------------
+    @unary
+    async def PruneCheckpoints(
+        self, request: pb.PruneCheckpointsRequest, context: Ctx
+    ) -> pb.PruneCheckpointsResponse:
+        if request.keep_last < 0:
+            raise InvalidArgument.one("keep_last", "must be 0 (the configured policy) or more")
+        result = await self.retention.prune(
+            namespace(context),
+            agent_id=request.agent_id,
+            keep_last=request.keep_last or None,
+            max_age_us=_duration(request, "max_age"),
+            dry_run=request.dry_run,
+        )
+        return pb.PruneCheckpointsResponse(
+            deleted=[checkpoint(r) for r in result.deleted], freed_bytes=result.freed_bytes
+        )
+
+    @unary
+    async def ArchiveRuns(
+        self, request: pb.ArchiveRunsRequest, context: Ctx
+    ) -> pb.ArchiveRunsResponse:
+        ended_before = (
+            convert.micros(request.ended_before) if request.HasField("ended_before") else None
+        )
+        result = await self.retention.archive_runs(
+            namespace(context),
+            ended_before=ended_before,
+            url=request.archive_url,
+            dry_run=request.dry_run,
+        )
+        return pb.ArchiveRunsResponse(
+            archive_url=result.url,
+            runs=result.runs,
+            task_runs=result.task_runs,
+            events=result.events,
+        )
+
+    @unary
+    async def CollectGarbage(
+        self, request: pb.CollectGarbageRequest, context: Ctx
+    ) -> pb.CollectGarbageResponse:
+        # The blob store is shared by every namespace: so is its garbage (the auth policy
+        # asks for an admin of every namespace).
+        result = await self.retention.collect_garbage(
+            None,
+            grace_us=_duration(request, "grace_period"),
+            dry_run=request.dry_run,
+        )
+        return pb.CollectGarbageResponse(
+            deleted_blobs=[blob.key for blob in result.deleted], freed_bytes=result.freed_bytes
+        )
+
+
+def storage_options(settings: Settings) -> dict[str, Any]:
+    """The ``blob_options`` setting as fsspec storage options."""
+    if not settings.blob_options:
+        return {}
+    try:
+        options = json.loads(settings.blob_options)
+    except ValueError as error:
+        raise ConfigError(f"blob_options: not valid JSON ({error})") from None
+    if not isinstance(options, dict):
+        raise ConfigError("blob_options: must be a JSON object of fsspec storage options")
+    return options
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    try:
+        return BlobStore(
+            settings.resolved_blob_url,
+            compression=settings.blob_compression,
+            storage_options=storage_options(settings),
+        )
+    except ValueError as error:
+        raise ConfigError(f"blob_url: {error}") from None
 
 
 def register(server: grpc.aio.Server, deps: Deps) -> None:
-    servicer = pending_servicer(recovery_pb2_grpc.RecoveryServiceServicer, "checkpoints and recovery")
+    settings = deps.settings
+    blobs = blob_store(settings)
+    deps.extras["blob_store"] = blobs
+    checkpoints = CheckpointService(deps.db, blobs, state_history=settings.state_history)
+    recovery = RecoveryService(deps.db, checkpoints, policy_from(settings))
+    retention = RetentionService(deps.db, blobs, settings, storage_options(settings))
+    deps.extras["retention_service"] = retention
+    if settings.retention_interval > 0:
+        deps.background.append(retention.run_forever)
+    servicer = RecoveryServicer(checkpoints, recovery, retention)
     recovery_pb2_grpc.add_RecoveryServiceServicer_to_server(servicer, server)

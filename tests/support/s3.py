@@ -3,12 +3,13 @@
 ``S3Endpoint`` starts ``moto.server.ThreadedMotoServer`` on a free loopback port
 (real HTTP, real s3fs/aiobotocore client code) and sets the AWS environment that
 botocore needs. ``bucket()`` creates a fresh bucket per test, so tests never see
-each other's blobs. ``start_or_skip()`` is for session fixtures: with CI=true an
-endpoint that cannot start fails the run instead of skipping.
+each other's blobs. ``start_or_skip()`` is for fixtures: one endpoint per test process;
+with CI=true an endpoint that cannot start fails the run instead of skipping.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -66,7 +67,7 @@ class S3Endpoint:
     def filesystem(self) -> Any:
         import s3fs
 
-        return s3fs.S3FileSystem(skip_instance_cache=True, **self.storage_options)
+        return s3fs.S3FileSystem(use_listings_cache=False, **self.storage_options)
 
     def bucket(self) -> str:
         """A new, empty bucket (names need 3 to 63 characters)."""
@@ -92,14 +93,22 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+_shared: S3Endpoint | None = None
+
+
 def start_or_skip() -> S3Endpoint:
-    """Start an endpoint for a fixture: skip when it cannot start, but fail in CI."""
+    """The endpoint for test fixtures, started once per test process (moto takes seconds
+    to start) and stopped at exit; each test takes a fresh bucket. Skips when it cannot
+    start, but fails in CI."""
+    global _shared
     import pytest
 
-    try:
-        return S3Endpoint().start()
-    except S3Unavailable as error:
-        if _in_ci():
-            pytest.fail(f"the S3 endpoint is required in CI: {error}")
-        pytest.skip(f"S3 endpoint unavailable: {error}")
-        raise  # unreachable: skip raises
+    if _shared is None:
+        try:
+            _shared = S3Endpoint().start()
+        except S3Unavailable as error:
+            if _in_ci():
+                pytest.fail(f"the S3 endpoint is required in CI: {error}")
+            pytest.skip(f"S3 endpoint unavailable: {error}")
+        atexit.register(_shared.stop)
+    return _shared

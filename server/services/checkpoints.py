@@ -1,0 +1,500 @@
+"""Checkpoint use cases: create, upload, read, list, download, delete, restore.
+
+Order of writes (what a crash at any point leaves behind):
+
+1. the payload streams to a temporary blob; its sha256 is computed on the way;
+2. the blob is moved under its final key ``<namespace>/<agent_id>/<checkpoint_id>``;
+3. one database write inserts the manifest and emits ``checkpoint.created``.
+
+A crash before 3 leaves a blob without a manifest, which garbage collection removes
+after the grace period; a failed manifest write deletes its blob at once (best effort).
+A manifest therefore always names a complete blob. Deleting goes the other way round:
+manifest first, then the blob.
+
+Idempotency: a request_id is looked up *before* anything is uploaded, so a retried
+upload is answered from the stored response without sending the payload again; the
+manifest write is also guarded, so two racing retries store one checkpoint (the loser's
+blob is deleted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from stateward.server.domain import paging
+from stateward.server.domain import validation as check
+from stateward.server.domain.errors import (
+    Conflict,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Violations,
+)
+from stateward.server.domain.lifecycle import STAMPS, Status
+from stateward.server.domain.runs import new_id
+from stateward.server.services.idempotency import Replay, Stored, guarded
+from stateward.storage import Database, WriteContext, now_us
+from stateward.storage import agents as agent_rows
+from stateward.storage import checkpoints as rows
+from stateward.storage import idempotency as stored_answers
+from stateward.storage import states as state_rows
+from stateward.storage.blobs import (
+    BlobCorrupt,
+    BlobInfo,
+    BlobStore,
+    BlobWriter,
+    UnsafeBlobKey,
+    blob_key,
+)
+from stateward.storage.checkpoints import CheckpointRecord
+from stateward.storage.records import AgentRecord, TransitionRecord
+from stateward.storage.states import StateRecord
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK = 4 << 20
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(slots=True)
+class RestoreResult:
+    state_version: int
+    agent: AgentRecord
+
+
+def _data(**fields: object) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _checkpoint_missing(checkpoint_id: str) -> NotFound:
+    return NotFound(f"checkpoint {checkpoint_id!r} does not exist")
+
+
+def _agent_missing(agent_id: str) -> NotFound:
+    return NotFound(f"agent {agent_id!r} does not exist")
+
+
+def new_checkpoint_id(now: int) -> str:
+    """``ckpt_`` + a ULID: sorts by creation time (to the millisecond) as a string."""
+    return new_id("ckpt_", now)
+
+
+class CheckpointService:
+    def __init__(self, db: Database, blobs: BlobStore, *, state_history: int) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.state_history = max(1, state_history)
+
+    # -- create and upload ------------------------------------------------------------
+    async def create(
+        self,
+        namespace: str,
+        agent_id: str,
+        payload: bytes,
+        labels: dict[str, str],
+        replay: Replay | None = None,
+    ) -> CheckpointRecord | Stored:
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id)
+        check.check_labels(v, "labels", labels)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+        previous = await self._replayed(namespace, replay)
+        if previous is not None:
+            return previous
+        await self._require_agent(namespace, agent_id)
+        checkpoint_id = new_checkpoint_id(now_us())
+        key = blob_key(namespace, agent_id, checkpoint_id)
+        with self.blobs.protect(key):
+            info = await asyncio.to_thread(self.blobs.put, key, payload)
+            return await self._commit_manifest(
+                namespace, agent_id, checkpoint_id, info, labels, replay
+            )
+
+    async def upload(
+        self,
+        namespace: str,
+        agent_id: str,
+        labels: dict[str, str],
+        sha256: str,
+        chunks: AsyncIterator[bytes],
+        replay: Replay | None = None,
+    ) -> CheckpointRecord | Stored:
+        """Stream ``chunks`` to a new checkpoint; memory holds one chunk at a time."""
+        v = Violations()
+        check.check_id(v, "metadata.agent_id", agent_id)
+        check.check_labels(v, "metadata.labels", labels)
+        check.check_request_id(v, replay.request_id if replay else "")
+        if sha256 and not SHA256_PATTERN.fullmatch(sha256.lower()):
+            v.add("metadata.sha256", "must be 64 hexadecimal digits (a sha256 of the payload)")
+        v.raise_if_any()
+        expected = sha256.lower()
+        previous = await self._replayed(namespace, replay)
+        if previous is not None:
+            return previous
+        await self._require_agent(namespace, agent_id)
+        checkpoint_id = new_checkpoint_id(now_us())
+        key = blob_key(namespace, agent_id, checkpoint_id)
+        with self.blobs.protect(key):
+            info = await self._receive(key, expected, chunks)
+            return await self._commit_manifest(
+                namespace, agent_id, checkpoint_id, info, labels, replay
+            )
+
+    async def _receive(self, key: str, expected: str, chunks: AsyncIterator[bytes]) -> BlobInfo:
+        """Stream the chunks to a temporary blob, check the hash, commit it under ``key``."""
+        writer: BlobWriter = await asyncio.to_thread(self.blobs.writer)
+        try:
+            index = 0
+            async for chunk in chunks:
+                index += 1
+                if len(chunk) > MAX_CHUNK:
+                    raise InvalidArgument.one(
+                        "chunk",
+                        f"message {index} carries {len(chunk)} bytes; chunks must be at most "
+                        f"{MAX_CHUNK} bytes (4 MiB)",
+                    )
+                if chunk:
+                    await asyncio.to_thread(writer.write, chunk)
+            if expected and writer.sha256 != expected:
+                raise DataLoss(
+                    f"the uploaded payload's sha256 is {writer.sha256}, not the {expected} the "
+                    "metadata announced: bytes were lost or changed on the way; nothing was stored"
+                )
+            return await asyncio.to_thread(writer.commit, key)
+        except BaseException:
+            # Also on cancellation (the client went away): a synchronous, best-effort
+            # cleanup; garbage collection catches whatever this misses.
+            writer.abort()
+            raise
+
+    async def _replayed(self, namespace: str, replay: Replay | None) -> Stored | None:
+        """The stored answer of an earlier call with this request_id, checked like guarded()."""
+        if replay is None or not replay.request_id:
+            return None
+        previous = await self.db.read(
+            lambda conn: stored_answers.get(conn, namespace, replay.request_id)
+        )
+        if previous is None:
+            return None
+        if previous.method != replay.method or previous.fingerprint != replay.fingerprint:
+            raise InvalidArgument.one(
+                "request_id",
+                f"was already used for a different request ({previous.method}); "
+                "use a new request_id for a new request",
+            )
+        return Stored(previous.response)
+
+    async def _require_agent(self, namespace: str, agent_id: str) -> None:
+        head = await self.db.read(lambda conn: state_rows.probe(conn, namespace, agent_id))
+        if head is None:
+            raise _agent_missing(agent_id)
+
+    async def _commit_manifest(
+        self,
+        namespace: str,
+        agent_id: str,
+        checkpoint_id: str,
+        info: BlobInfo,
+        labels: dict[str, str],
+        replay: Replay | None,
+    ) -> CheckpointRecord | Stored:
+        def write(ctx: WriteContext) -> CheckpointRecord:
+            # The event first: its counter lock is taken before the agent row's, the order
+            # every writer follows, so replicas cannot deadlock (see services/state.py).
+            event = ctx.emit(namespace, "checkpoint.created", b"{}", agent_id=agent_id)
+            agent = agent_rows.get(ctx.conn, namespace, agent_id, for_update=True)
+            if agent is None:
+                raise _agent_missing(agent_id)
+            record = CheckpointRecord(
+                namespace=namespace,
+                checkpoint_id=checkpoint_id,
+                agent_id=agent_id,
+                state_version=agent.state_version,
+                size=info.size,
+                stored_size=info.stored_size,
+                sha256=info.sha256,
+                compression=info.compression,
+                blob_key=info.key,
+                created_at=ctx.now,
+                labels=dict(labels),
+            )
+            rows.insert_checkpoint(ctx.conn, record)
+            event.data = _data(
+                checkpoint_id=checkpoint_id,
+                state_version=record.state_version,
+                size=record.size,
+                sha256=record.sha256,
+            )
+            return record
+
+        try:
+            result = await self.db.write(guarded(namespace, replay, write))
+        except Exception:
+            # The write failed for sure (a cancellation is not caught here: the write may
+            # still commit, so the blob must stay; GC decides later).
+            await self._discard(info.key)
+            raise
+        if isinstance(result, Stored):  # a concurrent retry stored its checkpoint first
+            await self._discard(info.key)
+        return result
+
+    async def _discard(self, key: str) -> None:
+        try:
+            await asyncio.to_thread(self.blobs.delete, key)
+        except Exception as error:
+            log.warning("could not delete blob %s (GC will): %r", key, error)
+
+    # -- read ----------------------------------------------------------------------------
+    async def get(self, namespace: str, checkpoint_id: str) -> CheckpointRecord:
+        v = Violations()
+        check.check_id(v, "checkpoint_id", checkpoint_id)
+        v.raise_if_any()
+        record = await self.db.read(lambda conn: rows.get(conn, namespace, checkpoint_id))
+        if record is None:
+            raise _checkpoint_missing(checkpoint_id)
+        return record
+
+    async def list(
+        self, namespace: str, agent_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[CheckpointRecord], str]:
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id, required=False)
+        size = check.check_page_size(v, page_size)
+        v.raise_if_any()
+        digest = paging.filter_digest("checkpoints", agent_id)
+        cursor = paging.decode(page_token, digest, (int, str))
+        before = (cursor[0], cursor[1]) if cursor else None
+        found = await self.db.read(
+            lambda conn: rows.list_page(
+                conn, namespace, agent_id=agent_id or None, before=before, limit=size
+            )
+        )
+        if len(found) > size:
+            found = found[:size]
+            return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
+        return found, ""
+
+    async def download(
+        self, namespace: str, checkpoint_id: str
+    ) -> tuple[CheckpointRecord, Iterator[bytes]]:
+        """The manifest and a blocking iterator over the verified payload.
+
+        Iterate it in a worker thread. It raises DataLoss when the blob is missing or does
+        not match its manifest; the hash is only known after the last chunk, so a reader
+        must treat the bytes as valid only if the iteration ends without an error.
+        """
+        record = await self.get(namespace, checkpoint_id)
+        return record, self._verified(record)
+
+    def _verified(self, record: CheckpointRecord) -> Iterator[bytes]:
+        try:
+            self._check_key(record)
+            yield from self.blobs.read(
+                record.blob_key,
+                sha256=record.sha256,
+                size=record.size,
+                compression=record.compression,
+                stored_size=record.stored_size,
+            )
+        except BlobCorrupt as error:
+            raise DataLoss(f"checkpoint {record.checkpoint_id!r}: {error}") from error
+
+    def _check_key(self, record: CheckpointRecord) -> None:
+        """The manifest's key must be the one its ids derive (never a foreign blob)."""
+        try:
+            derived = blob_key(record.namespace, record.agent_id, record.checkpoint_id)
+        except UnsafeBlobKey as error:
+            raise DataLoss(f"checkpoint {record.checkpoint_id!r}: {error}") from error
+        if record.blob_key != derived:
+            raise DataLoss(
+                f"checkpoint {record.checkpoint_id!r}: its manifest names blob "
+                f"{record.blob_key!r}, not {derived!r}"
+            )
+
+    async def verifies(self, record: CheckpointRecord) -> bool:
+        """Whether the blob reads back complete and matching (an outage still raises)."""
+        try:
+            await asyncio.to_thread(lambda: sum(len(c) for c in self._verified(record)))
+        except DataLoss as error:
+            log.warning("checkpoint %s failed verification: %s", record.checkpoint_id, error)
+            return False
+        return True
+
+    # -- delete ----------------------------------------------------------------------------
+    async def delete(
+        self, namespace: str, checkpoint_id: str, replay: Replay | None = None
+    ) -> CheckpointRecord | Stored:
+        """Delete the manifest, then the blob (a blob left behind is GC's)."""
+        v = Violations()
+        check.check_id(v, "checkpoint_id", checkpoint_id)
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> CheckpointRecord:
+            event = ctx.emit(  # counter lock before row locks, as every write does
+                namespace,
+                "checkpoint.deleted",
+                _data(checkpoint_id=checkpoint_id, reason="deleted"),
+            )
+            record = rows.get(ctx.conn, namespace, checkpoint_id)
+            if record is None:
+                raise _checkpoint_missing(checkpoint_id)
+            rows.delete_checkpoints(ctx.conn, namespace, [checkpoint_id])
+            event.agent_id = record.agent_id
+            return record
+
+        result = await self.db.write(guarded(namespace, replay, write))
+        if not isinstance(result, Stored):
+            await self._discard(result.blob_key)
+        return result
+
+    # -- restore -----------------------------------------------------------------------------
+    async def restore(
+        self,
+        namespace: str,
+        checkpoint_id: str,
+        *,
+        expected_version: int | None,
+        reinitialize: bool,
+        replay: Replay | None = None,
+    ) -> RestoreResult | Stored:
+        """Write the checkpoint's state version as a new version; optionally ERROR -> INITIALIZED.
+
+        One write: the compare-and-set, the new version, the events and the transition
+        commit together or not at all. ``reinitialize`` only acts on an agent in ERROR.
+        """
+        v = Violations()
+        check.check_id(v, "checkpoint_id", checkpoint_id)
+        if expected_version is not None and expected_version < 0:
+            v.add("expected_version", f"must be 0 or a version number (got {expected_version})")
+        check.check_request_id(v, replay.request_id if replay else "")
+        v.raise_if_any()
+        request_id = replay.request_id if replay else ""
+
+        def write(ctx: WriteContext) -> RestoreResult:
+            event = ctx.emit(namespace, "state.restored", b"{}")  # counter lock first
+            record = rows.get(ctx.conn, namespace, checkpoint_id)
+            if record is None:
+                raise _checkpoint_missing(checkpoint_id)
+            agent_id = record.agent_id
+            event.agent_id = agent_id
+            agent = agent_rows.get(ctx.conn, namespace, agent_id, for_update=True)
+            if agent is None:
+                raise _agent_missing(agent_id)
+            _require_restorable(agent, record, expected_version)
+            source = state_rows.get_version(ctx.conn, namespace, agent_id, record.state_version)
+            if source is None:
+                raise DataLoss(
+                    f"checkpoint {checkpoint_id!r} pins state version {record.state_version}, "
+                    "which is missing from the database"
+                )
+            version = agent.state_last_version + 1
+            state_rows.insert_version(
+                ctx.conn,
+                StateRecord(
+                    namespace,
+                    agent_id,
+                    version,
+                    source.document,
+                    source.schema_version,
+                    source.size,
+                    event.sequence,
+                    ctx.now,
+                ),
+            )
+            state_rows.set_versions(ctx.conn, namespace, agent_id, live=version, last=version)
+            history = self.state_history
+            state_rows.prune(
+                ctx.conn, namespace, agent_id, version - history, sweep=version % history == 0
+            )
+            event.data = _data(
+                version=version,
+                size=source.size,
+                checkpoint_id=checkpoint_id,
+                from_version=record.state_version,
+            )
+            ctx.emit(
+                namespace,
+                "checkpoint.restored",
+                _data(checkpoint_id=checkpoint_id, state_version=version),
+                agent_id=agent_id,
+            )
+            agent.state_version = agent.state_last_version = version
+            if reinitialize and agent.status == Status.ERROR.value:
+                _reinitialize(ctx, agent, checkpoint_id, request_id)
+            return RestoreResult(version, agent)
+
+        return await self.db.write(guarded(namespace, replay, write))
+
+
+def _require_restorable(
+    agent: AgentRecord, record: CheckpointRecord, expected_version: int | None
+) -> None:
+    agent_id = agent.agent_id
+    if agent.status == Status.TERMINATED.value:
+        raise FailedPrecondition(
+            f"agent {agent_id!r} is TERMINATED; its state can no longer be written",
+            reason="AGENT_TERMINATED",
+            subject=f"agents/{agent_id}",
+            metadata={"current_status": agent.status},
+        )
+    if expected_version is not None and expected_version != agent.state_version:
+        current = agent.state_version
+        now = "it has no state" if current == 0 else f"the latest is version {current}"
+        seen = "no state" if expected_version == 0 else f"version {expected_version}"
+        raise Conflict(
+            f"agent {agent_id!r}: expected {seen}, but {now}; read it again and retry",
+            reason="VERSION_CONFLICT",
+            metadata={"current_version": str(current)},
+        )
+    if record.state_version == 0:
+        raise FailedPrecondition(
+            f"checkpoint {record.checkpoint_id!r} captured no state (the agent had none); "
+            "there is nothing to restore, only its payload to download",
+            reason="CHECKPOINT_WITHOUT_STATE",
+            subject=f"checkpoints/{record.checkpoint_id}",
+        )
+
+
+def _reinitialize(
+    ctx: WriteContext, agent: AgentRecord, checkpoint_id: str, request_id: str
+) -> None:
+    reason = f"restored from checkpoint {checkpoint_id}"
+    if not agent_rows.set_status(
+        ctx.conn,
+        agent,
+        Status.INITIALIZED.value,
+        ctx.now,
+        stamp=STAMPS.get(Status.INITIALIZED),
+        error=None,
+    ):
+        raise Conflict(
+            f"agent {agent.agent_id!r} changed concurrently; retry", reason="CONCURRENT_UPDATE"
+        )
+    event = ctx.emit(
+        agent.namespace,
+        "agent.transitioned",
+        _data(**{"from": Status.ERROR.value, "to": Status.INITIALIZED.value, "reason": reason}),
+        agent_id=agent.agent_id,
+    )
+    agent_rows.add_transition(
+        ctx.conn,
+        TransitionRecord(
+            0,
+            agent.namespace,
+            agent.agent_id,
+            Status.ERROR.value,
+            Status.INITIALIZED.value,
+            reason,
+            request_id,
+            event.sequence,
+            ctx.now,
+        ),
+    )
