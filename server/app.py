@@ -15,6 +15,7 @@ from stateward.server import metrics
 from stateward.server.config import Settings
 from stateward.server.deps import Deps
 from stateward.server.interceptors import AccessLogInterceptor
+from stateward.server.rpc.decoding import DecodeGuardInterceptor
 from stateward.server.security import tls
 from stateward.server.security.auth import Authorizer, install_sighup
 from stateward.server.security.interceptor import AuthInterceptor
@@ -62,9 +63,11 @@ class StatewardServer:
         ]
         if settings.auth_tokens_file:
             self.authorizer = Authorizer(settings.auth_tokens_file)
-            interceptors.append(AuthInterceptor(self.authorizer, OpenMethods(settings.auth_open_methods)))
+            open_methods = OpenMethods(settings.auth_open_methods)
+            interceptors.append(AuthInterceptor(self.authorizer, open_methods))
             if credentials is None and not _is_loopback(settings.listen):
                 log.warning("auth is on without TLS: bearer tokens cross the network in clear text")
+        interceptors.append(DecodeGuardInterceptor())  # innermost: auth refuses before parsing
         options: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

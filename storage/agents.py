@@ -163,8 +163,16 @@ def update_fields(
 
 
 def delete_agent(conn: Connection, namespace: str, agent_id: str) -> None:
-    """Remove the agent and every record that belongs only to it (events stay: the log is append-only)."""
-    for table in (schema.states, schema.checkpoints, schema.task_runs):
+    """Remove the agent and every record that belongs only to it: its state, checkpoint
+    manifests (their blobs go to garbage collection), task runs, the workflow runs it owns,
+    transitions and labels. Events stay: the log is append-only."""
+    lb, ck, wr = schema.labels, schema.checkpoints, schema.workflow_runs
+    for kind, table, key in (("checkpoint", ck, ck.c.checkpoint_id), ("run", wr, wr.c.run_id)):
+        owned = select(key).where(table.c.namespace == namespace, table.c.agent_id == agent_id)
+        conn.execute(
+            delete(lb).where(lb.c.namespace == namespace, lb.c.kind == kind, lb.c.owner_id.in_(owned))
+        )
+    for table in (schema.states, ck, schema.task_runs, wr):
         conn.execute(delete(table).where(table.c.namespace == namespace, table.c.agent_id == agent_id))
     conn.execute(delete(tr).where(tr.c.namespace == namespace, tr.c.agent_id == agent_id))
     label_rows.remove(conn, namespace, "agent", agent_id)

@@ -38,11 +38,23 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply every pending migration."""
+    """Apply every pending migration; refuse a database migrated by newer code."""
+    _refuse_unknown(current_revision(engine))
     config = _config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
+
+
+def _refuse_unknown(current: str | None) -> None:
+    """A revision this code does not know was written by a newer Stateward."""
+    scripts = ScriptDirectory.from_config(_config())
+    known = {script.revision for script in scripts.walk_revisions()}
+    if current is not None and current not in known:
+        raise SchemaMismatch(
+            f"the database is at revision {current}, newer than this Stateward "
+            f"(head {scripts.get_current_head()}): upgrade Stateward before serving this database"
+        )
 
 
 def check(engine: Engine) -> None:
@@ -50,18 +62,12 @@ def check(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current == head:
         return
-    scripts = ScriptDirectory.from_config(_config())
     if current is None:
         raise SchemaMismatch(
             "the database has no Stateward schema: run `stateward db upgrade` "
             "or start the server without --no-migrate"
         )
-    known = {script.revision for script in scripts.walk_revisions()}
-    if current not in known:
-        raise SchemaMismatch(
-            f"the database is at revision {current}, newer than this Stateward "
-            f"(head {head}): upgrade Stateward before serving this database"
-        )
+    _refuse_unknown(current)
     raise SchemaMismatch(
         f"the database is at revision {current}, behind this Stateward's {head}: "
         "run `stateward db upgrade` or start the server without --no-migrate"

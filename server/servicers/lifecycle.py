@@ -11,9 +11,8 @@ from stateward.server.rpc import convert
 from stateward.server.rpc.context import namespace, replay, respond, unary
 from stateward.server.services.lifecycle import LifecycleService, TransitionResult
 from stateward.storage.records import ErrorRecord
-from stateward.v1 import common_pb2
+from stateward.v1 import common_pb2, lifecycle_pb2_grpc
 from stateward.v1 import lifecycle_pb2 as pb
-from stateward.v1 import lifecycle_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext
 
@@ -42,7 +41,9 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
     async def ListAgents(self, request: pb.ListAgentsRequest, context: Ctx) -> pb.ListAgentsResponse:
         status = convert.AGENT_STATUS_NAME.get(request.status) if request.status else None
         if request.status and status is None:  # open proto3 enum: unknown numbers arrive as-is
-            raise InvalidArgument.one("status", f"is not a known AgentStatus (got {request.status})")
+            raise InvalidArgument.one(
+                "status", f"is not a known AgentStatus (got {request.status})"
+            )
         records, token = await self.service.list(
             namespace(context), status=status, type=request.type, labels=dict(request.labels),
             page_size=request.page_size, page_token=request.page_token,

@@ -17,9 +17,8 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from stateward.v1 import common_pb2
+from stateward.v1 import common_pb2, lifecycle_pb2_grpc
 from stateward.v1 import lifecycle_pb2 as pb
-from stateward.v1 import lifecycle_pb2_grpc
 from tests.support.server import ServerThread
 
 Stub = lifecycle_pb2_grpc.LifecycleServiceStub
@@ -101,7 +100,9 @@ def act(stub: Stub, action: str, agent_id: str, *, ns: str | None = None, **fiel
     if action == "report_error":
         fields.setdefault("message", "it broke")
     metadata = [(NS_KEY, ns)] if ns else None
-    return getattr(stub, method)(request_type(agent_id=agent_id, **fields), metadata=metadata, timeout=10)
+    return getattr(stub, method)(
+        request_type(agent_id=agent_id, **fields), metadata=metadata, timeout=10
+    )
 
 
 def create(stub: Stub, agent_id: str, *, ns: str | None = None, **fields: Any) -> pb.Agent:
@@ -132,7 +133,9 @@ def trail(stub: Stub, agent_id: str, *, ns: str | None = None) -> list[pb.Transi
 
 def list_ids(stub: Stub, *, ns: str | None = None, **fields: Any) -> list[str]:
     metadata = [(NS_KEY, ns)] if ns else None
-    reply = stub.ListAgents(pb.ListAgentsRequest(page_size=1000, **fields), metadata=metadata, timeout=10)
+    reply = stub.ListAgents(
+        pb.ListAgentsRequest(page_size=1000, **fields), metadata=metadata, timeout=10
+    )
     assert reply.next_page_token == ""
     return [a.agent_id for a in reply.agents]
 
@@ -247,19 +250,25 @@ def test_create_replay_returns_the_original_and_writes_nothing(stub: Stub) -> No
 
 def test_create_with_a_reused_request_id_for_another_request_is_invalid(stub: Stub) -> None:
     create(stub, "agent-1", request_id="r-1")
-    error = refused(lambda: create(stub, "agent-2", request_id="r-1"), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(
+        lambda: create(stub, "agent-2", request_id="r-1"), grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert "already used" in violations(error)["request_id"]
     refused(lambda: get(stub, "agent-2"), grpc.StatusCode.NOT_FOUND)
     # Same id, different body: still a different request.
     error = refused(
-        lambda: create(stub, "agent-1", type="other", request_id="r-1"), grpc.StatusCode.INVALID_ARGUMENT
+        lambda: create(stub, "agent-1", type="other", request_id="r-1"),
+        grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "request_id" in violations(error)
 
 
 def test_a_request_id_cannot_be_reused_by_another_method(stub: Stub) -> None:
     create(stub, "agent-1", request_id="r-1")
-    error = refused(lambda: act(stub, "initialize", "agent-1", request_id="r-1"), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(
+        lambda: act(stub, "initialize", "agent-1", request_id="r-1"),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert "CreateAgent" in violations(error)["request_id"]
     assert get(stub, "agent-1").status == CREATED
 
@@ -275,7 +284,11 @@ BAD_CREATE_FIELDS: list[tuple[dict[str, Any], str, str]] = [
     ({"config_json": b'{"a": NaN}'}, "config_json", "valid JSON"),
     ({"config_json": b"{" * 10}, "config_json", "valid JSON"),
     ({"config_json": b'{"a":' * 65 + b"1" + b"}" * 65}, "config_json", "nested at most 64"),
-    ({"config_json": b'{"a": "' + b"x" * (1 << 20) + b'"}'}, "config_json", "at most 1048576 bytes"),
+    (
+        {"config_json": b'{"a": "' + b"x" * (1 << 20) + b'"}'},
+        "config_json",
+        "at most 1048576 bytes",
+    ),
     ({"request_id": "has space"}, "request_id", "printable ASCII"),
 ]
 
@@ -302,7 +315,9 @@ def test_every_bad_field_is_named_in_one_answer(stub: Stub) -> None:
 ID_CALLS = {
     "CreateAgent": lambda s, i: s.CreateAgent(pb.CreateAgentRequest(agent_id=i, type="t")),
     "GetAgent": lambda s, i: s.GetAgent(pb.GetAgentRequest(agent_id=i)),
-    "UpdateAgent": lambda s, i: s.UpdateAgent(pb.UpdateAgentRequest(agent_id=i, update_labels=True)),
+    "UpdateAgent": lambda s, i: s.UpdateAgent(
+        pb.UpdateAgentRequest(agent_id=i, update_labels=True)
+    ),
     "DeleteAgent": lambda s, i: s.DeleteAgent(pb.DeleteAgentRequest(agent_id=i)),
     "ListTransitions": lambda s, i: s.ListTransitions(pb.ListTransitionsRequest(agent_id=i)),
     **{method: (lambda s, i, a=action: act(s, a, i)) for action, (method, _) in ACTIONS.items()},
@@ -435,12 +450,20 @@ def test_list_refuses_forged_and_foreign_tokens(stub: Stub) -> None:
 
 
 def test_list_refuses_bad_filters(stub: Stub) -> None:
-    error = refused(lambda: stub.ListAgents(pb.ListAgentsRequest(type="t" * 129)), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(
+        lambda: stub.ListAgents(pb.ListAgentsRequest(type="t" * 129)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert "type" in violations(error)
     labels = {f"k{i}": "v" for i in range(65)}
-    error = refused(lambda: stub.ListAgents(pb.ListAgentsRequest(labels=labels)), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(
+        lambda: stub.ListAgents(pb.ListAgentsRequest(labels=labels)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert "labels" in violations(error)
-    error = refused(lambda: stub.ListAgents(pb.ListAgentsRequest(status=99)), grpc.StatusCode.INVALID_ARGUMENT)  # type: ignore[arg-type]
+    error = refused(
+        lambda: stub.ListAgents(pb.ListAgentsRequest(status=99)), grpc.StatusCode.INVALID_ARGUMENT
+    )  # type: ignore[arg-type]
     assert "status" in violations(error)
 
 
@@ -450,7 +473,9 @@ def test_list_refuses_bad_filters(stub: Stub) -> None:
 def test_update_config_and_labels_with_the_etag(stub: Stub) -> None:
     agent = create(stub, "agent-1", config_json=b'{"v":1}', labels={"team": "a"})
     updated = stub.UpdateAgent(
-        pb.UpdateAgentRequest(agent_id="agent-1", etag=agent.etag, config_json=b'{"v":2}', update_config=True)
+        pb.UpdateAgentRequest(
+            agent_id="agent-1", etag=agent.etag, config_json=b'{"v":2}', update_config=True
+        )
     ).agent
     assert updated.config_json == b'{"v":2}'
     assert dict(updated.labels) == {"team": "a"}  # untouched
@@ -458,7 +483,9 @@ def test_update_config_and_labels_with_the_etag(stub: Stub) -> None:
     assert micros(updated.update_time) >= micros(agent.update_time)
     assert updated.create_time == agent.create_time
     relabelled = stub.UpdateAgent(
-        pb.UpdateAgentRequest(agent_id="agent-1", etag=updated.etag, labels={"team": "b"}, update_labels=True)
+        pb.UpdateAgentRequest(
+            agent_id="agent-1", etag=updated.etag, labels={"team": "b"}, update_labels=True
+        )
     ).agent
     assert relabelled.config_json == b'{"v":2}'
     assert dict(relabelled.labels) == {"team": "b"}
@@ -473,10 +500,14 @@ def test_update_config_and_labels_with_the_etag(stub: Stub) -> None:
 
 def test_update_with_a_stale_etag_is_aborted(stub: Stub) -> None:
     agent = create(stub, "agent-1")
-    current = stub.UpdateAgent(pb.UpdateAgentRequest(agent_id="agent-1", labels={"a": "1"}, update_labels=True)).agent
+    current = stub.UpdateAgent(
+        pb.UpdateAgentRequest(agent_id="agent-1", labels={"a": "1"}, update_labels=True)
+    ).agent
     error = refused(
         lambda: stub.UpdateAgent(
-            pb.UpdateAgentRequest(agent_id="agent-1", etag=agent.etag, labels={"a": "2"}, update_labels=True)
+            pb.UpdateAgentRequest(
+                agent_id="agent-1", etag=agent.etag, labels={"a": "2"}, update_labels=True
+            )
         ),
         grpc.StatusCode.ABORTED,
     )
@@ -491,7 +522,9 @@ def test_a_transition_changes_the_etag(stub: Stub) -> None:
     moved = act(stub, "initialize", "agent-1").agent
     assert moved.etag != agent.etag
     refused(
-        lambda: stub.UpdateAgent(pb.UpdateAgentRequest(agent_id="agent-1", etag=agent.etag, update_labels=True)),
+        lambda: stub.UpdateAgent(
+            pb.UpdateAgentRequest(agent_id="agent-1", etag=agent.etag, update_labels=True)
+        ),
         grpc.StatusCode.ABORTED,
     )
 
@@ -508,13 +541,17 @@ def test_update_errors(stub: Stub) -> None:
     )
     assert "etag" in violations(error)
     error = refused(
-        lambda: stub.UpdateAgent(pb.UpdateAgentRequest(agent_id="agent-1", config_json=b"[]", update_config=True)),
+        lambda: stub.UpdateAgent(
+            pb.UpdateAgentRequest(agent_id="agent-1", config_json=b"[]", update_config=True)
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "config_json" in violations(error)
     labels = {"k" * 300: "v"}
     error = refused(
-        lambda: stub.UpdateAgent(pb.UpdateAgentRequest(agent_id="agent-1", labels=labels, update_labels=True)),
+        lambda: stub.UpdateAgent(
+            pb.UpdateAgentRequest(agent_id="agent-1", labels=labels, update_labels=True)
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert any(field.startswith("labels") for field in violations(error))
@@ -528,7 +565,9 @@ def test_update_errors(stub: Stub) -> None:
 
 def test_update_replay_returns_the_same_answer(stub: Stub) -> None:
     create(stub, "agent-1")
-    request = pb.UpdateAgentRequest(agent_id="agent-1", labels={"a": "1"}, update_labels=True, request_id="u-1")
+    request = pb.UpdateAgentRequest(
+        agent_id="agent-1", labels={"a": "1"}, update_labels=True, request_id="u-1"
+    )
     first = stub.UpdateAgent(request)
     again = stub.UpdateAgent(request)
     assert again == first
@@ -585,10 +624,15 @@ def test_every_transition_from_every_status(stub: Stub) -> None:
             if expected is not None:
                 reply = act(stub, action, agent_id)
                 assert reply.agent.status == expected, (name(status), action)
-                assert (reply.transition.from_status, reply.transition.to_status) == (status, expected)
+                assert (reply.transition.from_status, reply.transition.to_status) == (
+                    status,
+                    expected,
+                )
                 assert len(trail(stub, agent_id)) == len(path) + 2
                 continue
-            error = refused(lambda a=action, i=agent_id: act(stub, a, i), grpc.StatusCode.FAILED_PRECONDITION)
+            error = refused(
+                lambda a=action, i=agent_id: act(stub, a, i), grpc.StatusCode.FAILED_PRECONDITION
+            )
             found = details(error)
             info = found["ErrorInfo"]
             assert info.reason == "INVALID_TRANSITION"
@@ -612,12 +656,19 @@ def test_transitions_on_a_missing_agent_are_not_found(stub: Stub) -> None:
 
 def test_transition_field_limits(stub: Stub) -> None:
     create(stub, "agent-1")
-    error = refused(lambda: act(stub, "initialize", "agent-1", reason="r" * 1025), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(
+        lambda: act(stub, "initialize", "agent-1", reason="r" * 1025),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
     assert "at most 1024" in violations(error)["reason"]
     assert act(stub, "initialize", "agent-1", reason="r" * 1024).transition.reason == "r" * 1024
-    error = refused(lambda: act(stub, "activate", "agent-1", request_id="a b"), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(
+        lambda: act(stub, "activate", "agent-1", request_id="a b"), grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert "request_id" in violations(error)
-    error = refused(lambda: act(stub, "activate", "agent-1", reason="a\x00"), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(
+        lambda: act(stub, "activate", "agent-1", reason="a\x00"), grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert "NUL" in violations(error)["reason"]
 
 
@@ -646,7 +697,10 @@ def test_report_error_stores_the_last_error(stub: Stub) -> None:
     assert error.details_json == b'{"after_s": 30}'
     assert before <= micros(error.time) <= after
     assert get(stub, "agent-1").last_error == error
-    assert (name(reply.transition.from_status), name(reply.transition.to_status)) == ("ACTIVE", "ERROR")
+    assert (name(reply.transition.from_status), name(reply.transition.to_status)) == (
+        "ACTIVE",
+        "ERROR",
+    )
 
 
 def test_report_error_validates_its_fields(stub: Stub) -> None:
@@ -658,7 +712,10 @@ def test_report_error_validates_its_fields(stub: Stub) -> None:
         ({"details_json": b"\xff"}, "details_json"),
         ({"kind": 99}, "kind"),
     ]:
-        error = refused(lambda f=fields: act(stub, "report_error", "agent-1", **f), grpc.StatusCode.INVALID_ARGUMENT)
+        error = refused(
+            lambda f=fields: act(stub, "report_error", "agent-1", **f),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
         assert field in violations(error), fields
     assert get(stub, "agent-1").status == CREATED
 
@@ -667,7 +724,10 @@ def test_reset_moves_error_to_initialized(stub: Stub) -> None:
     agent_in(stub, "agent-1", ERROR)
     reply = act(stub, "reset", "agent-1", reason="fixed the key")
     assert reply.agent.status == INITIALIZED
-    assert (name(reply.transition.from_status), name(reply.transition.to_status)) == ("ERROR", "INITIALIZED")
+    assert (name(reply.transition.from_status), name(reply.transition.to_status)) == (
+        "ERROR",
+        "INITIALIZED",
+    )
     assert reply.transition.reason == "fixed the key"
     assert reply.agent.initialize_time == reply.agent.update_time
     assert act(stub, "activate", "agent-1").agent.status == ACTIVE
@@ -697,7 +757,9 @@ def test_a_replay_answers_as_first_even_after_later_moves(stub: Stub) -> None:
 
 def test_a_refused_transition_stores_no_answer(stub: Stub) -> None:
     create(stub, "agent-1")
-    refused(lambda: act(stub, "pause", "agent-1", request_id="p-1"), grpc.StatusCode.FAILED_PRECONDITION)
+    refused(
+        lambda: act(stub, "pause", "agent-1", request_id="p-1"), grpc.StatusCode.FAILED_PRECONDITION
+    )
     act(stub, "initialize", "agent-1")
     act(stub, "activate", "agent-1")
     # The retry is evaluated afresh, since the first attempt changed nothing.
@@ -708,7 +770,9 @@ def test_a_request_id_replayed_on_another_agent_is_invalid(stub: Stub) -> None:
     agent_in(stub, "agent-1", ACTIVE)
     agent_in(stub, "agent-2", ACTIVE)
     act(stub, "pause", "agent-1", request_id="p-1")
-    error = refused(lambda: act(stub, "pause", "agent-2", request_id="p-1"), grpc.StatusCode.INVALID_ARGUMENT)
+    error = refused(
+        lambda: act(stub, "pause", "agent-2", request_id="p-1"), grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert "request_id" in violations(error)
     assert get(stub, "agent-2").status == ACTIVE
 
@@ -719,7 +783,10 @@ def test_a_request_id_replayed_on_another_agent_is_invalid(stub: Stub) -> None:
 @pytest.mark.parametrize("status", [CREATED, ACTIVE, ERROR])
 def test_delete_needs_a_terminated_agent(stub: Stub, status: int) -> None:
     agent_in(stub, "agent-1", status)
-    error = refused(lambda: stub.DeleteAgent(pb.DeleteAgentRequest(agent_id="agent-1")), grpc.StatusCode.FAILED_PRECONDITION)
+    error = refused(
+        lambda: stub.DeleteAgent(pb.DeleteAgentRequest(agent_id="agent-1")),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
     info = error_info(error)
     assert info.reason == "AGENT_NOT_TERMINATED"
     assert info.metadata["current_status"] == name(status)
@@ -739,7 +806,10 @@ def test_delete_removes_the_agent_and_its_records(stub: Stub) -> None:
     assert list_ids(stub, labels={"team": "gone"}) == ["agent-2"]
     # The retry answers as the first call did.
     assert stub.DeleteAgent(pb.DeleteAgentRequest(agent_id="agent-1", request_id="d-1")) == reply
-    refused(lambda: stub.DeleteAgent(pb.DeleteAgentRequest(agent_id="agent-1")), grpc.StatusCode.NOT_FOUND)
+    refused(
+        lambda: stub.DeleteAgent(pb.DeleteAgentRequest(agent_id="agent-1")),
+        grpc.StatusCode.NOT_FOUND,
+    )
     # The id is free again, with a fresh trail and no leftover labels.
     create(stub, "agent-1")
     assert [name(t.to_status) for t in trail(stub, "agent-1")] == ["CREATED"]
@@ -754,13 +824,21 @@ def test_delete_removes_the_agent_and_its_records(stub: Stub) -> None:
 def test_the_audit_trail_pages_oldest_first(stub: Stub) -> None:
     create(stub, "agent-1", request_id="c")
     for action in ["initialize", "activate", "pause", "resume", "pause"]:
-        act(stub, action, "agent-1", request_id=f"r-{action}-{len(trail(stub, 'agent-1'))}", reason=action)
+        act(
+            stub,
+            action,
+            "agent-1",
+            request_id=f"r-{action}-{len(trail(stub, 'agent-1'))}",
+            reason=action,
+        )
     everything = trail(stub, "agent-1")
     assert len(everything) == 6
     pages: list[list[pb.Transition]] = []
     token = ""
     while True:
-        reply = stub.ListTransitions(pb.ListTransitionsRequest(agent_id="agent-1", page_size=4, page_token=token))
+        reply = stub.ListTransitions(
+            pb.ListTransitionsRequest(agent_id="agent-1", page_size=4, page_token=token)
+        )
         pages.append(list(reply.transitions))
         token = reply.next_page_token
         if not token:
@@ -775,9 +853,20 @@ def test_the_audit_trail_pages_oldest_first(stub: Stub) -> None:
     assert times == sorted(times)
     for before, after in zip(everything, everything[1:], strict=False):
         assert after.from_status == before.to_status
-    assert [t.request_id for t in everything] == ["c", *[f"r-{a}-{i + 1}" for i, a in enumerate(
-        ["initialize", "activate", "pause", "resume", "pause"])]]
-    assert [t.reason for t in everything[1:]] == ["initialize", "activate", "pause", "resume", "pause"]
+    assert [t.request_id for t in everything] == [
+        "c",
+        *[
+            f"r-{a}-{i + 1}"
+            for i, a in enumerate(["initialize", "activate", "pause", "resume", "pause"])
+        ],
+    ]
+    assert [t.reason for t in everything[1:]] == [
+        "initialize",
+        "activate",
+        "pause",
+        "resume",
+        "pause",
+    ]
     default = stub.ListTransitions(pb.ListTransitionsRequest(agent_id="agent-1"))
     assert list(default.transitions) == everything and default.next_page_token == ""
 
@@ -785,15 +874,21 @@ def test_the_audit_trail_pages_oldest_first(stub: Stub) -> None:
 def test_the_audit_trail_refuses_bad_paging(stub: Stub) -> None:
     agent_in(stub, "agent-1", ACTIVE)
     agent_in(stub, "agent-2", ACTIVE)
-    token = stub.ListTransitions(pb.ListTransitionsRequest(agent_id="agent-1", page_size=1)).next_page_token
+    token = stub.ListTransitions(
+        pb.ListTransitionsRequest(agent_id="agent-1", page_size=1)
+    ).next_page_token
     assert token
     error = refused(
-        lambda: stub.ListTransitions(pb.ListTransitionsRequest(agent_id="agent-2", page_token=token)),
+        lambda: stub.ListTransitions(
+            pb.ListTransitionsRequest(agent_id="agent-2", page_token=token)
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert "page_token" in violations(error)
     refused(
-        lambda: stub.ListTransitions(pb.ListTransitionsRequest(agent_id="agent-1", page_token="forged")),
+        lambda: stub.ListTransitions(
+            pb.ListTransitionsRequest(agent_id="agent-1", page_token="forged")
+        ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     error = refused(
@@ -802,7 +897,8 @@ def test_the_audit_trail_refuses_bad_paging(stub: Stub) -> None:
     )
     assert "page_size" in violations(error)
     refused(
-        lambda: stub.ListTransitions(pb.ListTransitionsRequest(agent_id="nobody")), grpc.StatusCode.NOT_FOUND
+        lambda: stub.ListTransitions(pb.ListTransitionsRequest(agent_id="nobody")),
+        grpc.StatusCode.NOT_FOUND,
     )
 
 

@@ -4,6 +4,7 @@ never put back a value older than what the owner stored."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from stateward.server.cache import ByteLRU
 
@@ -73,7 +74,7 @@ def test_fill_of_present_key_only_replaces_an_older_value() -> None:
     epoch = cache.epoch
     cache.put("a", 7, 1)  # the owner stored version 7 while a reader loaded 6
 
-    def newer(value: int):  # type: ignore[no-untyped-def]
+    def newer(value: int) -> Callable[[int], bool]:
         return lambda current: current < value
 
     assert not cache.fill("a", 6, 1, epoch=epoch, replaces=newer(6))

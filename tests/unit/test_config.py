@@ -61,7 +61,9 @@ def test_the_config_flag_beats_the_config_env(tmp_path: Path) -> None:
     first.write_text("read_threads = 1\n")
     second = tmp_path / "b.toml"
     second.write_text("read_threads = 2\n")
-    settings = config.load(parse_flags("--config", str(second)), environ={"STATEWARD_CONFIG": str(first)})
+    settings = config.load(
+        parse_flags("--config", str(second)), environ={"STATEWARD_CONFIG": str(first)}
+    )
     assert settings.read_threads == 2
 
 
@@ -79,8 +81,17 @@ def test_values_are_coerced_to_their_types(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("1", True), ("true", True), ("YES", True), ("on", True),
-                           ("0", False), ("False", False), ("no", False), ("off", False)]
+    ("text", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        ("YES", True),
+        ("on", True),
+        ("0", False),
+        ("False", False),
+        ("no", False),
+        ("off", False),
+    ],
 )
 def test_boolean_spellings(text: str, expected: bool) -> None:
     assert config.load(parse_flags(), environ={"STATEWARD_MIGRATE": text}).migrate is expected
@@ -156,7 +167,10 @@ def test_malformed_toml_is_a_value_error(tmp_path: Path) -> None:
 
 
 def test_unrelated_environment_variables_are_ignored() -> None:
-    assert config.load(parse_flags(), environ={"STATEWARD_NOT_A_SETTING": "1", "PATH": "/x"}) == Settings()
+    assert (
+        config.load(parse_flags(), environ={"STATEWARD_NOT_A_SETTING": "1", "PATH": "/x"})
+        == Settings()
+    )
 
 
 def test_every_setting_has_a_flag_an_env_name_and_help() -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_status import rpc_status
 from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -39,7 +39,7 @@ from stateward.v1 import lifecycle_pb2 as pb
 from stateward.v1 import lifecycle_pb2_grpc
 from tests.support.server import ServerThread
 
-C, I, A, P, T, E = (
+CREATED, INITIALIZED, ACTIVE, PAUSED, TERMINATED, ERROR = (
     Status.CREATED,
     Status.INITIALIZED,
     Status.ACTIVE,
@@ -50,30 +50,30 @@ C, I, A, P, T, E = (
 
 # DESIGN section 2, copied by hand so a typo in the code cannot hide behind itself.
 TABLE = {
-    C: {I, T, E},
-    I: {A, T, E},
-    A: {P, T, E},
-    P: {A, T, E},
-    E: {I, T},
-    T: set(),
+    CREATED: {INITIALIZED, TERMINATED, ERROR},
+    INITIALIZED: {ACTIVE, TERMINATED, ERROR},
+    ACTIVE: {PAUSED, TERMINATED, ERROR},
+    PAUSED: {ACTIVE, TERMINATED, ERROR},
+    ERROR: {INITIALIZED, TERMINATED},
+    TERMINATED: set(),
 }
 
 # What each RPC does from each status; anything missing is refused.
 EXPECTED_MOVES = {
-    (Action.INITIALIZE, C): I,
-    (Action.ACTIVATE, I): A,
-    (Action.PAUSE, A): P,
-    (Action.RESUME, P): A,
-    (Action.TERMINATE, C): T,
-    (Action.TERMINATE, I): T,
-    (Action.TERMINATE, A): T,
-    (Action.TERMINATE, P): T,
-    (Action.TERMINATE, E): T,
-    (Action.REPORT_ERROR, C): E,
-    (Action.REPORT_ERROR, I): E,
-    (Action.REPORT_ERROR, A): E,
-    (Action.REPORT_ERROR, P): E,
-    (Action.RESET, E): I,
+    (Action.INITIALIZE, CREATED): INITIALIZED,
+    (Action.ACTIVATE, INITIALIZED): ACTIVE,
+    (Action.PAUSE, ACTIVE): PAUSED,
+    (Action.RESUME, PAUSED): ACTIVE,
+    (Action.TERMINATE, CREATED): TERMINATED,
+    (Action.TERMINATE, INITIALIZED): TERMINATED,
+    (Action.TERMINATE, ACTIVE): TERMINATED,
+    (Action.TERMINATE, PAUSED): TERMINATED,
+    (Action.TERMINATE, ERROR): TERMINATED,
+    (Action.REPORT_ERROR, CREATED): ERROR,
+    (Action.REPORT_ERROR, INITIALIZED): ERROR,
+    (Action.REPORT_ERROR, ACTIVE): ERROR,
+    (Action.REPORT_ERROR, PAUSED): ERROR,
+    (Action.RESET, ERROR): INITIALIZED,
 }
 
 
@@ -93,13 +93,13 @@ def test_allowed_targets(current: Status) -> None:
 
 
 def test_terminated_is_the_only_terminal_status() -> None:
-    assert [s for s in Status if not allowed_targets(s)] == [T]
+    assert [s for s in Status if not allowed_targets(s)] == [TERMINATED]
 
 
 def test_no_status_moves_to_itself_or_back_to_created() -> None:
     for current, targets in ALLOWED.items():
         assert current not in targets
-        assert C not in targets
+        assert CREATED not in targets
 
 
 @pytest.mark.parametrize(("action", "current"), list(itertools.product(Action, Status)))
@@ -120,23 +120,23 @@ def test_every_allowed_transition_has_an_action() -> None:
 
 
 def test_reset_and_initialize_share_a_target_but_not_a_source() -> None:
-    assert target_of(Action.INITIALIZE, E) is None
-    assert target_of(Action.RESET, C) is None
-    assert target_of(Action.RESET, E) == target_of(Action.INITIALIZE, C) == I
+    assert target_of(Action.INITIALIZE, ERROR) is None
+    assert target_of(Action.RESET, CREATED) is None
+    assert target_of(Action.RESET, ERROR) == target_of(Action.INITIALIZE, CREATED) == INITIALIZED
 
 
 def test_resume_and_activate_share_a_target_but_not_a_source() -> None:
-    assert target_of(Action.RESUME, I) is None
-    assert target_of(Action.ACTIVATE, P) is None
-    assert target_of(Action.RESUME, P) == target_of(Action.ACTIVATE, I) == A
+    assert target_of(Action.RESUME, INITIALIZED) is None
+    assert target_of(Action.ACTIVATE, PAUSED) is None
+    assert target_of(Action.RESUME, PAUSED) == target_of(Action.ACTIVATE, INITIALIZED) == ACTIVE
 
 
 def test_stamps_name_agent_timestamp_columns() -> None:
     assert STAMPS == {
-        I: "initialized_at",
-        A: "activated_at",
-        P: "paused_at",
-        T: "terminated_at",
+        INITIALIZED: "initialized_at",
+        ACTIVE: "activated_at",
+        PAUSED: "paused_at",
+        TERMINATED: "terminated_at",
     }
 
 
@@ -153,8 +153,8 @@ class PureMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.status = C
-        self.path = [C]
+        self.status = CREATED
+        self.path = [CREATED]
 
     @rule(action=st.sampled_from(Action))
     def apply(self, action: Action) -> None:
@@ -173,8 +173,8 @@ class PureMachine(RuleBasedStateMachine):
 
     @invariant()
     def terminated_is_final(self) -> None:
-        if T in self.path:
-            assert self.path.index(T) == len(self.path) - 1
+        if TERMINATED in self.path:
+            assert self.path.index(TERMINATED) == len(self.path) - 1
 
 
 PureMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=30, deadline=None)
@@ -184,12 +184,12 @@ TestPureMachine = PureMachine.TestCase
 # -- the same model against a real server ----------------------------------------------
 
 STATUS_OF = {
-    pb.AGENT_STATUS_CREATED: C,
-    pb.AGENT_STATUS_INITIALIZED: I,
-    pb.AGENT_STATUS_ACTIVE: A,
-    pb.AGENT_STATUS_PAUSED: P,
-    pb.AGENT_STATUS_TERMINATED: T,
-    pb.AGENT_STATUS_ERROR: E,
+    pb.AGENT_STATUS_CREATED: CREATED,
+    pb.AGENT_STATUS_INITIALIZED: INITIALIZED,
+    pb.AGENT_STATUS_ACTIVE: ACTIVE,
+    pb.AGENT_STATUS_PAUSED: PAUSED,
+    pb.AGENT_STATUS_TERMINATED: TERMINATED,
+    pb.AGENT_STATUS_ERROR: ERROR,
 }
 
 
@@ -237,14 +237,14 @@ def test_the_real_service_follows_the_model(sqlite_server: ServerThread) -> None
         def __init__(self) -> None:
             super().__init__()
             self.agent_id = ""
-            self.status = C
+            self.status = CREATED
             self.moves = 0
 
         @initialize()
         def create(self) -> None:
             self.agent_id = f"machine-{next(counter)}"
             reply = stub.CreateAgent(pb.CreateAgentRequest(agent_id=self.agent_id, type="m"))
-            assert STATUS_OF[reply.agent.status] is C
+            assert STATUS_OF[reply.agent.status] is CREATED
 
         @rule(action=st.sampled_from(Action))
         def apply(self, action: Action) -> None:

@@ -20,7 +20,8 @@ def test_target_and_upgrade_chain_from_a_module() -> None:
     assert registry.target("unknown-type") == 1
     assert registry.upgrade("counter", {"count": 4}, 1) == ({"total": 4, "unit": "items"}, 3)
     assert registry.upgrade("counter", {"total": 4}, 2) == ({"total": 4, "unit": "items"}, 3)
-    assert registry.upgrade("counter", {"total": 4, "unit": "m"}, 3) == ({"total": 4, "unit": "m"}, 3)
+    current = {"total": 4, "unit": "m"}
+    assert registry.upgrade("counter", current, 3) == (current, 3)
     assert not registry.needs_upgrade("counter", 3)
     assert registry.needs_upgrade("counter", 1)
 

@@ -109,7 +109,9 @@ def test_text_limits() -> None:
     assert violations_of(check.check_text, "type", "é" * 128, check.MAX_TYPE) == []
     [(field, description)] = violations_of(check.check_text, "type", "t" * 129, check.MAX_TYPE)
     assert field == "type" and "at most 128 characters (got 129)" in description
-    assert violations_of(check.check_text, "type", "", 10, required=True) == [("type", "is required")]
+    assert violations_of(check.check_text, "type", "", 10, required=True) == [
+        ("type", "is required")
+    ]
     assert violations_of(check.check_text, "type", "", 10) == []
     [(_, description)] = violations_of(check.check_text, "type", "a\x00", 10)
     assert "NUL" in description
@@ -168,7 +170,9 @@ def test_page_sizes() -> None:
 
 def parse(raw: bytes, **kwargs):  # type: ignore[no-untyped-def]
     v = Violations()
-    value = check.parse_json(v, "config_json", raw, limit=kwargs.pop("limit", check.MAX_CONFIG), **kwargs)
+    value = check.parse_json(
+        v, "config_json", raw, limit=kwargs.pop("limit", check.MAX_CONFIG), **kwargs
+    )
     return value, [(i.field, i.description) for i in v.items]
 
 
@@ -193,7 +197,9 @@ def test_non_utf8_is_refused_with_the_offset() -> None:
     assert "UTF-8" in description and "offset 7" in description
 
 
-@pytest.mark.parametrize(("raw", "kind"), [(b"[]", "list"), (b"1", "int"), (b'"x"', "str"), (b"null", "NoneType")])
+@pytest.mark.parametrize(
+    ("raw", "kind"), [(b"[]", "list"), (b"1", "int"), (b'"x"', "str"), (b"null", "NoneType")]
+)
 def test_non_objects_are_refused(raw: bytes, kind: str) -> None:
     value, [(field, description)] = parse(raw)
     assert value is None and field == "config_json"
@@ -208,7 +214,9 @@ def test_non_objects_pass_when_allowed() -> None:
 def test_depth_64_passes_and_65_is_refused(kind: str) -> None:
     # Wrapped in one object so arrays pass the top-level shape check: depth = 1 + inner.
     def document(depth: int) -> bytes:
-        return nested(depth, kind) if kind == "object" else b'{"a":' + nested(depth - 1, kind) + b"}"
+        return (
+            nested(depth, kind) if kind == "object" else b'{"a":' + nested(depth - 1, kind) + b"}"
+        )
 
     value, found = parse(document(64))
     assert found == [] and value is not None
@@ -261,7 +269,9 @@ def test_the_default_config_limit_is_one_mebibyte() -> None:
     assert f"at most {1 << 20} bytes" in description
 
 
-@pytest.mark.parametrize("raw", [b"{", b"{'a': 1}", b'{"a": 1,}', b"\xef\xbb\xbf{}", b'{"a"}', b"{} {}"])
+@pytest.mark.parametrize(
+    "raw", [b"{", b"{'a': 1}", b'{"a": 1,}', b"\xef\xbb\xbf{}", b'{"a"}', b"{} {}"]
+)
 def test_malformed_json(raw: bytes) -> None:
     value, [(field, description)] = parse(raw)
     assert value is None and field == "config_json"
@@ -271,8 +281,10 @@ def test_malformed_json(raw: bytes) -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.text(max_size=5), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=5), children, max_size=4)
+        ),
         max_leaves=20,
     )
 )

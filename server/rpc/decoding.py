@@ -1,0 +1,94 @@
+"""Malformed request bytes are INVALID_ARGUMENT, not UNKNOWN.
+
+grpc parses a request before any handler runs; a parse failure (corrupt wire
+format, a string field that is not UTF-8) surfaces as UNKNOWN "Unexpected
+DecodeError". This interceptor hands the handler raw bytes instead and parses
+them itself, so such input gets an answer a client can act on.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+async def _refuse(context: grpc.aio.ServicerContext, method: str, error: Exception) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the request is not a valid {method} message ({error}); "
+        "send it as the message type the method's proto declares",
+    )
+
+
+class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
+    """Parses requests inside the call, answering INVALID_ARGUMENT when they do not parse."""
+
+    async def intercept_service(
+        self, continuation: Continuation, details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+        method = details.method.rsplit("/", 1)[-1]
+        out = handler.response_serializer
+
+        async def one(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return parse(raw)
+            except (DecodeError, UnicodeDecodeError, ValueError) as error:
+                await _refuse(context, method, error)
+
+        async def each(raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+            async for item in raw:
+                try:
+                    message = parse(item)
+                except (DecodeError, UnicodeDecodeError, ValueError) as error:
+                    await _refuse(context, method, error)
+                yield message
+
+        if handler.unary_unary:
+            unary_unary = handler.unary_unary
+
+            async def uu(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+                return await unary_unary(await one(raw, context), context)
+
+            return grpc.unary_unary_rpc_method_handler(uu, None, out)
+        if handler.unary_stream:
+            unary_stream = handler.unary_stream
+
+            async def us(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                replies = unary_stream(await one(raw, context), context)
+                if inspect.isasyncgen(replies):
+                    async for reply in replies:
+                        yield reply
+                else:  # a coroutine that writes with context.write()
+                    await replies
+
+            return grpc.unary_stream_rpc_method_handler(us, None, out)
+        if handler.stream_unary:
+            stream_unary = handler.stream_unary
+
+            async def su(raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+                return await stream_unary(each(raw, context), context)
+
+            return grpc.stream_unary_rpc_method_handler(su, None, out)
+        stream_stream = handler.stream_stream
+
+        async def ss(
+            raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            replies = stream_stream(each(raw, context), context)
+            if inspect.isasyncgen(replies):
+                async for reply in replies:
+                    yield reply
+            else:
+                await replies
+
+        return grpc.stream_stream_rpc_method_handler(ss, None, out)
