@@ -1,0 +1,228 @@
+"""The Stateward calls ``StatewardSaver`` makes, blocking and asyncio.
+
+Both stores offer the same operations over a thread's agent and its
+checkpoints; the saver decides what to read and write (see
+``_langgraph_codec``). Payloads above ``INLINE_LIMIT`` are streamed with
+``upload_checkpoint``; every download is verified against its manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ._langgraph_codec import AGENT_LABELS, AGENT_TYPE, plain_thread_id
+from .aio import AsyncClient
+from .errors import AlreadyExists, FailedPrecondition, NotFound
+from .models import Checkpoint as Manifest
+from .sync import Client
+
+INLINE_LIMIT = 1 << 20
+"""Payloads up to this size go in one CreateCheckpoint; larger ones are uploaded in chunks."""
+PARALLEL = 8
+"""Transfers in flight at once for one operation."""
+
+
+class SyncStore:
+    """Blocking calls; transfers of one operation run in a small thread pool."""
+
+    def __init__(self, client: Client, known_agents: set[str]) -> None:
+        self.client = client
+        self.known_agents = known_agents
+        self.thread_ids: dict[str, str] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _map(self, fn: Callable[[str], Any], items: Sequence[str]) -> list[Any]:
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="stateward-saver")
+        return list(self._pool.map(fn, items))
+
+    def manifests(self, agent_id: str) -> list[Manifest]:
+        """Every checkpoint manifest of ``agent_id`` ("" for the namespace), newest first."""
+        return list(self.client.iter_checkpoints(agent_id, page_size=1000))
+
+    def fetch(self, manifest_ids: Sequence[str]) -> list[bytes | None]:
+        """The payloads, None for a manifest deleted meanwhile."""
+        return self._map(self._download, manifest_ids)
+
+    def _download(self, manifest_id: str) -> bytes | None:
+        try:
+            return self.client.download_checkpoint(manifest_id, timeout=self.client.options.timeout)
+        except NotFound:
+            return None
+
+    def store(
+        self, agent_id: str, thread_id: str, payload: bytes, labels: Mapping[str, str]
+    ) -> None:
+        """A new checkpoint of the thread's agent, creating the agent when needed."""
+        self._ensure_agent(agent_id, thread_id)
+        try:
+            self._create(agent_id, payload, labels)
+        except NotFound:  # the thread was deleted meanwhile: start it again
+            self.known_agents.discard(agent_id)
+            self._ensure_agent(agent_id, thread_id)
+            self._create(agent_id, payload, labels)
+
+    def _ensure_agent(self, agent_id: str, thread_id: str) -> None:
+        if agent_id in self.known_agents:
+            return
+        try:
+            self.client.create_agent(
+                agent_id, AGENT_TYPE, config={"thread_id": thread_id}, labels=AGENT_LABELS
+            )
+        except AlreadyExists:
+            pass
+        self.known_agents.add(agent_id)
+
+    def _create(self, agent_id: str, payload: bytes, labels: Mapping[str, str]) -> None:
+        if len(payload) <= INLINE_LIMIT:
+            self.client.create_checkpoint(agent_id, payload, labels)
+        else:
+            self.client.upload_checkpoint(
+                agent_id, payload, labels=labels, timeout=self.client.options.timeout
+            )
+
+    def delete(self, manifest_ids: Sequence[str]) -> None:
+        self._map(self._delete_one, manifest_ids)
+
+    def _delete_one(self, manifest_id: str) -> None:
+        try:
+            self.client.delete_checkpoint(manifest_id)
+        except NotFound:
+            pass
+
+    def drop_thread(self, agent_id: str) -> None:
+        """Delete the thread's agent with all its checkpoints (terminate, then delete)."""
+        self.known_agents.discard(agent_id)
+        try:
+            self.client.terminate_agent(agent_id, reason="LangGraph thread deleted")
+        except NotFound:
+            return
+        except FailedPrecondition:
+            pass  # already terminated by an earlier, interrupted delete
+        try:
+            self.client.delete_agent(agent_id)
+        except NotFound:
+            pass
+
+    def thread_id(self, agent_id: str) -> str | None:
+        """The thread an agent stores (its config says, when the id is hashed); None when
+        the agent is gone."""
+        plain = plain_thread_id(agent_id)
+        if plain is not None:
+            return plain
+        if agent_id not in self.thread_ids:
+            try:
+                config = self.client.get_agent(agent_id).config
+            except NotFound:
+                return None
+            self.thread_ids[agent_id] = str(config.get("thread_id", ""))
+        return self.thread_ids[agent_id]
+
+
+class AsyncStore:
+    """The same operations with ``grpc.aio``; use it from the loop that made it."""
+
+    def __init__(self, client: AsyncClient, known_agents: set[str]) -> None:
+        self.client = client
+        self.known_agents = known_agents
+        self.thread_ids: dict[str, str] = {}
+        self._limit = asyncio.Semaphore(PARALLEL)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def _map(self, fn: Callable[[str], Any], items: Sequence[str]) -> list[Any]:
+        async def bounded(item: str) -> Any:
+            async with self._limit:
+                return await fn(item)
+
+        return list(await asyncio.gather(*(bounded(item) for item in items)))
+
+    async def manifests(self, agent_id: str) -> list[Manifest]:
+        pages: AsyncIterator[Manifest] = self.client.iter_checkpoints(agent_id, page_size=1000)
+        return [manifest async for manifest in pages]
+
+    async def fetch(self, manifest_ids: Sequence[str]) -> list[bytes | None]:
+        return await self._map(self._download, manifest_ids)
+
+    async def _download(self, manifest_id: str) -> bytes | None:
+        try:
+            return await self.client.download_checkpoint(
+                manifest_id, timeout=self.client.options.timeout
+            )
+        except NotFound:
+            return None
+
+    async def store(
+        self, agent_id: str, thread_id: str, payload: bytes, labels: Mapping[str, str]
+    ) -> None:
+        await self._ensure_agent(agent_id, thread_id)
+        try:
+            await self._create(agent_id, payload, labels)
+        except NotFound:
+            self.known_agents.discard(agent_id)
+            await self._ensure_agent(agent_id, thread_id)
+            await self._create(agent_id, payload, labels)
+
+    async def _ensure_agent(self, agent_id: str, thread_id: str) -> None:
+        if agent_id in self.known_agents:
+            return
+        try:
+            await self.client.create_agent(
+                agent_id, AGENT_TYPE, config={"thread_id": thread_id}, labels=AGENT_LABELS
+            )
+        except AlreadyExists:
+            pass
+        self.known_agents.add(agent_id)
+
+    async def _create(self, agent_id: str, payload: bytes, labels: Mapping[str, str]) -> None:
+        if len(payload) <= INLINE_LIMIT:
+            await self.client.create_checkpoint(agent_id, payload, labels)
+        else:
+            await self.client.upload_checkpoint(
+                agent_id, payload, labels=labels, timeout=self.client.options.timeout
+            )
+
+    async def delete(self, manifest_ids: Sequence[str]) -> None:
+        await self._map(self._delete_one, manifest_ids)
+
+    async def _delete_one(self, manifest_id: str) -> None:
+        try:
+            await self.client.delete_checkpoint(manifest_id)
+        except NotFound:
+            pass
+
+    async def drop_thread(self, agent_id: str) -> None:
+        self.known_agents.discard(agent_id)
+        try:
+            await self.client.terminate_agent(agent_id, reason="LangGraph thread deleted")
+        except NotFound:
+            return
+        except FailedPrecondition:
+            pass
+        try:
+            await self.client.delete_agent(agent_id)
+        except NotFound:
+            pass
+
+    async def thread_id(self, agent_id: str) -> str | None:
+        plain = plain_thread_id(agent_id)
+        if plain is not None:
+            return plain
+        if agent_id not in self.thread_ids:
+            try:
+                config = (await self.client.get_agent(agent_id)).config
+            except NotFound:
+                return None
+            self.thread_ids[agent_id] = str(config.get("thread_id", ""))
+        return self.thread_ids[agent_id]
