@@ -103,11 +103,14 @@ def list_page(
     agent_id: str | None,
     before: tuple[int, str] | None,
     limit: int,
+    labels: dict[str, str] | None = None,
 ) -> list[CheckpointRecord]:
     """Newest first, after the keyset ``before``; ``limit + 1`` rows tell if more follow."""
     query = select(c).where(c.c.namespace == namespace)
     if agent_id:
         query = query.where(c.c.agent_id == agent_id)
+    if labels:
+        query = query.where(*label_rows.matching(namespace, "checkpoint", c.c.checkpoint_id, labels))
     if before is not None:
         created, checkpoint_id = before
         query = query.where(

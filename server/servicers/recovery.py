@@ -157,6 +157,7 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
             request.agent_id,
             page_size=request.page_size,
             page_token=request.page_token,
+            labels=dict(request.labels),
         )
         return pb.ListCheckpointsResponse(
             checkpoints=[checkpoint(r) for r in records], next_page_token=token

@@ -262,18 +262,27 @@ class CheckpointService:
         return record
 
     async def list(
-        self, namespace: str, agent_id: str, *, page_size: int, page_token: str
+        self,
+        namespace: str,
+        agent_id: str,
+        *,
+        page_size: int,
+        page_token: str,
+        labels: dict[str, str] | None = None,
     ) -> tuple[list[CheckpointRecord], str]:
+        labels = labels or {}
         v = Violations()
         check.check_id(v, "agent_id", agent_id, required=False)
+        check.check_labels(v, "labels", labels)
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("checkpoints", agent_id)
+        digest = paging.filter_digest("checkpoints", agent_id, sorted(labels.items()))
         cursor = paging.decode(page_token, digest, (int, str))
         before = (cursor[0], cursor[1]) if cursor else None
         found = await self.db.read(
             lambda conn: rows.list_page(
-                conn, namespace, agent_id=agent_id or None, before=before, limit=size
+                conn, namespace, agent_id=agent_id or None, before=before, limit=size,
+                labels=labels,
             )
         )
         if len(found) > size:

@@ -130,6 +130,24 @@ def test_list_is_newest_first_and_paged(client: Client) -> None:
     )
 
 
+def test_list_filters_by_labels(client: Client) -> None:
+    agent = client.agent()
+    red = client.create(agent, labels={"color": "red", "run": "r1"})
+    client.create(agent, labels={"color": "blue", "run": "r1"})
+    client.create(agent)
+
+    def listed(**labels: str) -> list[str]:
+        request = pb.ListCheckpointsRequest(agent_id=agent, labels=labels)
+        return [c.checkpoint_id for c in client.recovery.ListCheckpoints(request).checkpoints]
+
+    assert listed(color="red") == [red.checkpoint_id]
+    assert len(listed(run="r1")) == 2
+    assert listed(color="red", run="r2") == []
+    assert len(listed()) == 3
+    bad = pb.ListCheckpointsRequest(labels={"": "x"})
+    assert code_of(lambda: client.recovery.ListCheckpoints(bad)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_empty_payload_still_has_a_verified_blob(client: Client) -> None:
     agent = client.agent()
     made = client.create(agent)
