@@ -50,6 +50,11 @@ class ByteLRU(Generic[K, V]):
             self.hits += 1
             return entry[0]
 
+    def note_miss(self) -> None:
+        """Count a miss found without :meth:`get` (e.g. after :meth:`peek`)."""
+        with self._lock:
+            self.misses += 1
+
     def peek(self, key: K) -> V | None:
         """The cached value without counting or reordering."""
         with self._lock:

@@ -4,15 +4,28 @@ The agent row carries the two counters: ``state_version`` (the live version, 0 w
 there is none) and ``state_last_version`` (the highest version ever written, so
 numbers are never reused, not even after a clear). A version referenced by a row in
 ``checkpoints`` is never deleted here.
+
+Statements are built once, with bind parameters: building a Core statement costs
+several times more than executing it on SQLite, and these run on every state call.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from stateward.storage import schema
 
@@ -39,6 +52,7 @@ class StateRecord:
 class StateHead:
     """The agent columns that state reads and writes need."""
 
+    namespace: str
     agent_id: str
     type: str
     status: str
@@ -48,6 +62,7 @@ class StateHead:
 
 
 _HEAD = (
+    a.c.namespace,
     a.c.agent_id,
     a.c.type,
     a.c.status,
@@ -66,9 +81,55 @@ _META = (
 )
 _ALL = (*_META, s.c.document)
 
+# Bind parameters shared by the statements below.
+_NS: BindParameter[str] = bindparam("ns")
+_AGENT: BindParameter[str] = bindparam("agent")
+_THIS_AGENT = (a.c.namespace == _NS, a.c.agent_id == _AGENT)
+_THIS_STATE = (s.c.namespace == _NS, s.c.agent_id == _AGENT)
+_LIVE = a.outerjoin(
+    s,
+    (s.c.namespace == a.c.namespace)
+    & (s.c.agent_id == a.c.agent_id)
+    & (s.c.version == a.c.state_version),
+)
+# True for a states row that some checkpoint references (a correlated subquery).
+_PINNED = exists().where(
+    c.c.namespace == s.c.namespace,
+    c.c.agent_id == s.c.agent_id,
+    c.c.state_version == s.c.version,
+)
+
+_HEAD_READ = select(*_HEAD).where(*_THIS_AGENT)
+_HEAD_LOCK = _HEAD_READ.with_for_update()
+_PROBE = select(a.c.state_version, a.c.created_at, a.c.status).where(*_THIS_AGENT)
+_LATEST = select(*_HEAD, *_ALL).select_from(_LIVE).where(*_THIS_AGENT)
+_LATEST_MANY = (
+    select(*_HEAD, *_ALL)
+    .select_from(_LIVE)
+    .where(a.c.namespace == _NS, a.c.agent_id.in_(bindparam("agents", expanding=True)))
+    .where(s.c.version.is_not(None))
+)
+_VERSION = select(*_ALL).where(*_THIS_STATE, s.c.version == bindparam("version"))
+_AS_OF = (
+    select(*_ALL)
+    .where(*_THIS_STATE, s.c.created_at <= bindparam("at"))
+    .order_by(s.c.version.desc())
+    .limit(1)
+)
+_INSERT = insert(s)
+_SET_VERSIONS = (
+    update(a)
+    .where(*_THIS_AGENT)
+    .values(state_version=bindparam("live"), state_last_version=bindparam("last"))
+)
+_PRUNE_ONE = delete(s).where(*_THIS_STATE, s.c.version == bindparam("cutoff"), ~_PINNED)
+_PRUNE_UPTO = delete(s).where(*_THIS_STATE, s.c.version <= bindparam("cutoff"), ~_PINNED)
+_DELETE_UNPINNED = delete(s).where(*_THIS_STATE, ~_PINNED)
+
 
 def _head(row: Any) -> StateHead:
     return StateHead(
+        row.namespace,
         row.agent_id,
         row.type,
         row.status,
@@ -91,55 +152,35 @@ def _record(row: Any, with_document: bool = True) -> StateRecord:
     )
 
 
-def _pinned() -> Any:
-    """True for a states row that some checkpoint references (correlated subquery)."""
-    return exists().where(
-        c.c.namespace == s.c.namespace,
-        c.c.agent_id == s.c.agent_id,
-        c.c.state_version == s.c.version,
-    )
-
-
 # -- reads ---------------------------------------------------------------------------
 def head(
     conn: Connection, namespace: str, agent_id: str, *, for_update: bool = False
 ) -> StateHead | None:
-    query = select(*_HEAD).where(a.c.namespace == namespace, a.c.agent_id == agent_id)
-    if for_update:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    query = _HEAD_LOCK if for_update else _HEAD_READ
+    row = conn.execute(query, {"ns": namespace, "agent": agent_id}).first()
     return _head(row) if row is not None else None
 
 
-def probe(conn: Connection, namespace: str, agent_id: str) -> tuple[int, int] | None:
-    """(live state version, agent created_at), or None when the agent does not exist.
+class Probe(NamedTuple):
+    state_version: int
+    created_at: int
+    status: str
+
+
+def probe(conn: Connection, namespace: str, agent_id: str) -> Probe | None:
+    """The agent's live state version, created_at and status (None: no such agent).
 
     The cheapest read that says whether a cached latest state is still current.
     """
-    row = conn.execute(
-        select(a.c.state_version, a.c.created_at).where(
-            a.c.namespace == namespace, a.c.agent_id == agent_id
-        )
-    ).first()
-    return (row[0], row[1]) if row is not None else None
+    row = conn.execute(_PROBE, {"ns": namespace, "agent": agent_id}).first()
+    return Probe(row[0], row[1], row[2]) if row is not None else None
 
 
 def latest(
     conn: Connection, namespace: str, agent_id: str
 ) -> tuple[StateHead | None, StateRecord | None]:
     """The agent and its live state in one query (either may be None)."""
-    row = conn.execute(
-        select(*_HEAD, *_ALL)
-        .select_from(
-            a.outerjoin(
-                s,
-                (s.c.namespace == a.c.namespace)
-                & (s.c.agent_id == a.c.agent_id)
-                & (s.c.version == a.c.state_version),
-            )
-        )
-        .where(a.c.namespace == namespace, a.c.agent_id == agent_id)
-    ).first()
+    row = conn.execute(_LATEST, {"ns": namespace, "agent": agent_id}).first()
     if row is None:
         return None, None
     return _head(row), (_record(row) if row.version is not None else None)
@@ -149,40 +190,20 @@ def latest_many(
     conn: Connection, namespace: str, agent_ids: Sequence[str]
 ) -> list[tuple[StateHead, StateRecord]]:
     """The live states of those agents that have one, in one query (any order)."""
-    rows = conn.execute(
-        select(*_HEAD, *_ALL)
-        .select_from(
-            a.join(
-                s,
-                (s.c.namespace == a.c.namespace)
-                & (s.c.agent_id == a.c.agent_id)
-                & (s.c.version == a.c.state_version),
-            )
-        )
-        .where(a.c.namespace == namespace, a.c.agent_id.in_(list(agent_ids)))
-    ).all()
+    rows = conn.execute(_LATEST_MANY, {"ns": namespace, "agents": list(agent_ids)}).all()
     return [(_head(row), _record(row)) for row in rows]
 
 
 def get_version(
     conn: Connection, namespace: str, agent_id: str, version: int
 ) -> StateRecord | None:
-    row = conn.execute(
-        select(*_ALL).where(
-            s.c.namespace == namespace, s.c.agent_id == agent_id, s.c.version == version
-        )
-    ).first()
+    row = conn.execute(_VERSION, {"ns": namespace, "agent": agent_id, "version": version}).first()
     return _record(row) if row is not None else None
 
 
 def as_of(conn: Connection, namespace: str, agent_id: str, at: int) -> StateRecord | None:
     """The newest retained version committed at or before ``at`` (microseconds)."""
-    row = conn.execute(
-        select(*_ALL)
-        .where(s.c.namespace == namespace, s.c.agent_id == agent_id, s.c.created_at <= at)
-        .order_by(s.c.version.desc())
-        .limit(1)
-    ).first()
+    row = conn.execute(_AS_OF, {"ns": namespace, "agent": agent_id, "at": at}).first()
     return _record(row) if row is not None else None
 
 
@@ -211,14 +232,7 @@ def migration_page(
     """(agent_id, live schema_version or None) for agents of a type, by id; ``limit + 1`` rows."""
     query = (
         select(a.c.agent_id, s.c.schema_version)
-        .select_from(
-            a.outerjoin(
-                s,
-                (s.c.namespace == a.c.namespace)
-                & (s.c.agent_id == a.c.agent_id)
-                & (s.c.version == a.c.state_version),
-            )
-        )
+        .select_from(_LIVE)
         .where(a.c.namespace == namespace, a.c.type == agent_type)
     )
     if after_id is not None:
@@ -243,25 +257,22 @@ def count_agents_after(
 # -- writes --------------------------------------------------------------------------
 def insert_version(conn: Connection, record: StateRecord) -> None:
     conn.execute(
-        insert(s).values(
-            namespace=record.namespace,
-            agent_id=record.agent_id,
-            version=record.version,
-            document=record.document,
-            schema_version=record.schema_version,
-            size=record.size,
-            event_sequence=record.event_sequence,
-            created_at=record.created_at,
-        )
+        _INSERT,
+        {
+            "namespace": record.namespace,
+            "agent_id": record.agent_id,
+            "version": record.version,
+            "document": record.document,
+            "schema_version": record.schema_version,
+            "size": record.size,
+            "event_sequence": record.event_sequence,
+            "created_at": record.created_at,
+        },
     )
 
 
 def set_versions(conn: Connection, namespace: str, agent_id: str, *, live: int, last: int) -> None:
-    conn.execute(
-        update(a)
-        .where(a.c.namespace == namespace, a.c.agent_id == agent_id)
-        .values(state_version=live, state_last_version=last)
-    )
+    conn.execute(_SET_VERSIONS, {"ns": namespace, "agent": agent_id, "live": live, "last": last})
 
 
 def prune(conn: Connection, namespace: str, agent_id: str, cutoff: int, *, sweep: bool) -> int:
@@ -273,16 +284,12 @@ def prune(conn: Connection, namespace: str, agent_id: str, cutoff: int, *, sweep
     """
     if cutoff < 1:
         return 0
-    window = s.c.version <= cutoff if sweep else s.c.version == cutoff
-    result = conn.execute(
-        delete(s).where(s.c.namespace == namespace, s.c.agent_id == agent_id, window, ~_pinned())
-    )
+    query = _PRUNE_UPTO if sweep else _PRUNE_ONE
+    result = conn.execute(query, {"ns": namespace, "agent": agent_id, "cutoff": cutoff})
     return int(result.rowcount or 0)
 
 
 def delete_unpinned(conn: Connection, namespace: str, agent_id: str) -> int:
     """Delete every version of an agent that no checkpoint references."""
-    result = conn.execute(
-        delete(s).where(s.c.namespace == namespace, s.c.agent_id == agent_id, ~_pinned())
-    )
+    result = conn.execute(_DELETE_UNPINNED, {"ns": namespace, "agent": agent_id})
     return int(result.rowcount or 0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
-import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,10 +43,9 @@ from stateward.server.domain.errors import (
 from stateward.server.domain.lifecycle import Status
 from stateward.server.services.idempotency import Replay, Stored, guarded
 from stateward.storage import Database, EventDraft, WriteContext
+from stateward.storage import idempotency as answers
 from stateward.storage import states as rows
 from stateward.storage.states import StateHead, StateRecord
-
-log = logging.getLogger(__name__)
 
 MAX_BATCH_GET = 1000
 DEFAULT_MIGRATE_PAGE = 100
@@ -64,6 +62,7 @@ class CachedState:
 
     record: StateRecord
     incarnation: int  # the agent's created_at: an id reused after a delete is another agent
+    writable: bool  # not TERMINATED when cached (termination drops the entry)
 
 
 StateCache: TypeAlias = ByteLRU[tuple[str, str], CachedState]
@@ -98,6 +97,11 @@ def _agent_missing(agent_id: str) -> NotFound:
 
 def _no_state(agent_id: str) -> NotFound:
     return NotFound(f"agent {agent_id!r} has no state: it was never saved, or it was cleared")
+
+
+# google.protobuf.Timestamp's valid range, 0001-01-01 to 9999-12-31 UTC, in microseconds.
+MIN_TIME_US = -62_135_596_800_000_000
+MAX_TIME_US = 253_402_300_799_999_999
 
 
 def _utc(us: int) -> str:
@@ -144,12 +148,12 @@ class StateService:
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
         schema_version = schema_version or 1
+        await self._refuse_if_stale(namespace, agent_id, expected_version, replay)
 
         def write(ctx: WriteContext) -> StateRecord:
-            event = self._emit_first(ctx, namespace, "state.saved", agent_id)
             head = self._writable_head(ctx.conn, namespace, agent_id)
             _compare(agent_id, head, expected_version)
-            return self._commit_version(ctx, namespace, head, document, schema_version, event)
+            return self._commit_version(ctx, head, document, schema_version, "state.saved")
 
         return await self.db.write(guarded(namespace, replay, write))
 
@@ -168,9 +172,9 @@ class StateService:
         _check_expected_version(v, expected_version)
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
+        await self._refuse_if_stale(namespace, agent_id, expected_version, replay)
 
         def write(ctx: WriteContext) -> StateRecord:
-            event = self._emit_first(ctx, namespace, "state.patched", agent_id)
             head = self._writable_head(ctx.conn, namespace, agent_id)
             _compare(agent_id, head, expected_version)
             if head.state_version:
@@ -195,7 +199,7 @@ class StateService:
                     f"the patched document would be {len(document)} bytes, over the "
                     f"limit of {self.max_bytes} bytes",
                 )
-            return self._commit_version(ctx, namespace, head, document, schema_version, event)
+            return self._commit_version(ctx, head, document, schema_version, "state.patched")
 
         return await self.db.write(guarded(namespace, replay, write))
 
@@ -208,25 +212,56 @@ class StateService:
         v.raise_if_any()
 
         def write(ctx: WriteContext) -> int:
-            event = self._emit_first(ctx, namespace, "state.cleared", agent_id)
             head = self._writable_head(ctx.conn, namespace, agent_id)
             deleted = rows.delete_unpinned(ctx.conn, namespace, agent_id)
             rows.set_versions(ctx.conn, namespace, agent_id, live=0, last=head.state_last_version)
-            event.data = _event_data(version=0, size=0, deleted_versions=deleted)
+            data = _event_data(version=0, size=0, deleted_versions=deleted)
+            ctx.emit(namespace, "state.cleared", data, agent_id=agent_id)
             key = (namespace, agent_id)
             ctx.after_commit(lambda: self.cache.discard(key))
             return deleted
 
         return await self.db.write(guarded(namespace, replay, write))
 
-    def _emit_first(
-        self, ctx: WriteContext, namespace: str, type: str, agent_id: str
-    ) -> EventDraft:
-        # Emitting before locking the agent row takes the namespace's event counter
-        # lock first, so on PostgreSQL every state write locks counter then agent row,
-        # in that order: two replicas' batches cannot deadlock on each other. The data
-        # is filled in once known; events are only inserted at the end of the batch.
-        return ctx.emit(namespace, type, b"{}", agent_id=agent_id)
+    async def _refuse_if_stale(
+        self, namespace: str, agent_id: str, expected: int | None, replay: Replay | None
+    ) -> None:
+        """Refuse a compare-and-set that is already stale without queueing a write.
+
+        Under contention most attempts are stale, and every write queues behind the single
+        writer (and, on PostgreSQL, behind every replica's batches). So a stale attempt is
+        answered here: from the cache on SQLite (it holds the committed version, updated
+        before a write is acknowledged), from a one-row probe on PostgreSQL. Refusing is
+        correct as of the moment we looked, unless the call retries a write that already
+        succeeded: then its stored answer wins, and the write closure replays it.
+        """
+        if expected is None:
+            return
+        request_id = replay.request_id if replay is not None else ""
+        if self.cache_is_authoritative:
+            hit = self.cache.peek((namespace, agent_id))
+            if hit is None or hit.record.version == expected or not hit.writable:
+                return  # the write decides (a terminated agent's refusal comes first)
+            current = hit.record.version
+            if request_id:
+                stored = await self.db.read(lambda conn: answers.get(conn, namespace, request_id))
+                if stored is not None:
+                    return
+            raise _conflict(agent_id, current, expected)
+
+        def look(conn: Connection) -> int | None:
+            probe = rows.probe(conn, namespace, agent_id)
+            if probe is None or probe.state_version == expected:
+                return None  # missing agents are the write's to report
+            if probe.status == Status.TERMINATED.value:
+                return None  # so is a terminated one, whatever the version
+            if request_id and answers.get(conn, namespace, request_id) is not None:
+                return None
+            return probe.state_version
+
+        latest = await self.db.read(look)
+        if latest is not None:
+            raise _conflict(agent_id, latest, expected)
 
     def _writable_head(self, conn: Connection, namespace: str, agent_id: str) -> StateHead:
         head = rows.head(conn, namespace, agent_id, for_update=True)
@@ -244,15 +279,17 @@ class StateService:
     def _commit_version(
         self,
         ctx: WriteContext,
-        namespace: str,
         head: StateHead,
         document: bytes,
         schema_version: int,
-        event: EventDraft,
+        event_type: str,
         **event_extra: object,
     ) -> StateRecord:
-        conn, agent_id = ctx.conn, head.agent_id
+        """Write ``document`` as the agent's next version, prune, emit, refresh the cache."""
+        conn, namespace, agent_id = ctx.conn, head.namespace, head.agent_id
         version = head.state_last_version + 1
+        data = _event_data(version=version, size=len(document), **event_extra)
+        event = ctx.emit(namespace, event_type, data, agent_id=agent_id)
         record = StateRecord(
             namespace,
             agent_id,
@@ -268,13 +305,12 @@ class StateService:
         rows.prune(
             conn, namespace, agent_id, version - self.history, sweep=version % self.history == 0
         )
-        event.data = _event_data(version=version, size=record.size, **event_extra)
         key = (namespace, agent_id)
         if self.registry.needs_upgrade(head.type, schema_version):
             # Readers see the upgraded form; let the next read upgrade and cache it.
             ctx.after_commit(lambda: self.cache.discard(key))
         else:
-            entry = CachedState(record, head.created_at)
+            entry = CachedState(record, head.created_at, writable=True)
             ctx.after_commit(lambda: self.cache.put(key, entry, len(document) + ENTRY_OVERHEAD))
         return record
 
@@ -293,6 +329,8 @@ class StateService:
         check.check_id(v, "agent_id", agent_id)
         if version is not None and version < 1:
             v.add("version", f"must be 1 or more (got {version})")
+        if as_of is not None and not MIN_TIME_US <= as_of <= MAX_TIME_US:
+            v.add("as_of", "must be a valid timestamp between 0001-01-01 and 9999-12-31 UTC")
         v.raise_if_any()
         if version is None and as_of is None:
             return await self._latest(namespace, agent_id)
@@ -348,16 +386,19 @@ class StateService:
         if record is None:
             raise _no_state(agent_id)
         record = self._upgraded(head, record)
-        self._fill(key, record, head.created_at, epoch)
+        self._fill(key, record, head, epoch)
         return record
 
     def _probe_then_read(
         self, conn: Connection, key: tuple[str, str]
     ) -> tuple[StateHead | None, StateRecord | None, CachedState | None]:
-        """The cached state if the agent row says it is still live, else the stored one."""
-        probe = rows.probe(conn, *key)
-        if probe is not None and probe[0] != 0:
-            version, incarnation = probe
+        """The cached state if the agent row says it is still live, else the stored one.
+
+        The probe is only worth its round trip when there is an entry to check.
+        """
+        probe = rows.probe(conn, *key) if self.cache.peek(key) is not None else None
+        if probe is not None and probe.state_version != 0:
+            version, incarnation = probe.state_version, probe.created_at
 
             def live(entry: CachedState) -> bool:
                 return entry.record.version == version and entry.incarnation == incarnation
@@ -365,18 +406,18 @@ class StateService:
             cached = self.cache.get(key, valid=live)
             if cached is not None:
                 return None, None, cached
+        else:
+            self.cache.note_miss()
         head, record = rows.latest(conn, *key)
         return head, record, None
 
-    def _fill(
-        self, key: tuple[str, str], record: StateRecord, incarnation: int, epoch: int
-    ) -> None:
+    def _fill(self, key: tuple[str, str], record: StateRecord, head: StateHead, epoch: int) -> None:
         def newer(current: CachedState) -> bool:
             return current.record.event_sequence < record.event_sequence
 
         self.cache.fill(
             key,
-            CachedState(record, incarnation),
+            CachedState(record, head.created_at, head.status != Status.TERMINATED.value),
             len(record.document) + ENTRY_OVERHEAD,
             epoch=epoch,
             replaces=newer,
@@ -493,7 +534,7 @@ class StateService:
             for head, record in loaded:
                 record = self._upgraded(head, record)
                 found[head.agent_id] = record
-                self._fill((namespace, head.agent_id), record, head.created_at, epoch)
+                self._fill((namespace, head.agent_id), record, head, epoch)
         states = [found[agent_id] for agent_id in agent_ids if agent_id in found]
         total = sum(len(record.document) + 128 for record in states)
         if total > self.response_budget:
@@ -570,16 +611,12 @@ class StateService:
                     f"{self.max_bytes} bytes",
                     agent_id=agent_id,
                 )
-            # Not _emit_first: a state found current needs no event. Bulk migration is
-            # an operator's job, rarely racing another replica's batch.
-            event = ctx.emit(namespace, "state.migrated", b"{}", agent_id=agent_id)
             self._commit_version(
                 ctx,
-                namespace,
                 head,
                 upgraded.document,
                 upgraded.schema_version,
-                event,
+                "state.migrated",
                 from_schema_version=stored.schema_version,
             )
             return True
@@ -588,14 +625,24 @@ class StateService:
 
     # -- cache coherence with writes made elsewhere ------------------------------------
     def on_commit(self, events: list[EventDraft]) -> None:
-        """Drop cached states that a commit changed outside this service (writer thread)."""
+        """Drop cached states that a commit changed outside this service (writer thread):
+        the agent was deleted or terminated, or another module wrote a version."""
         for event in events:
             if event.agent_id is None:
                 continue
-            if event.type == "agent.deleted" or (
-                event.type.startswith("state.") and event.type not in OWN_EVENTS
+            if (
+                event.type == "agent.deleted"
+                or (event.type.startswith("state.") and event.type not in OWN_EVENTS)
+                or (event.type == "agent.transitioned" and _terminated(event.data))
             ):
                 self.cache.discard((event.namespace, event.agent_id))
+
+
+def _terminated(transition: bytes) -> bool:
+    try:
+        return bool(json.loads(transition).get("to") == Status.TERMINATED.value)
+    except (ValueError, AttributeError):
+        return False
 
 
 def _check_expected_version(v: Violations, expected: int | None) -> None:
@@ -605,14 +652,17 @@ def _check_expected_version(v: Violations, expected: int | None) -> None:
 
 def _compare(agent_id: str, head: StateHead, expected: int | None) -> None:
     if expected is not None and expected != head.state_version:
-        current = head.state_version
-        seen = "no state" if expected == 0 else f"version {expected}"
-        now = "it has no state" if current == 0 else f"the latest is version {current}"
-        raise Conflict(
-            f"agent {agent_id!r}: expected {seen}, but {now}; read it again and retry",
-            reason="VERSION_CONFLICT",
-            metadata={"current_version": str(current)},
-        )
+        raise _conflict(agent_id, head.state_version, expected)
+
+
+def _conflict(agent_id: str, current: int, expected: int) -> Conflict:
+    seen = "no state" if expected == 0 else f"version {expected}"
+    now = "it has no state" if current == 0 else f"the latest is version {current}"
+    return Conflict(
+        f"agent {agent_id!r}: expected {seen}, but {now}; read it again and retry",
+        reason="VERSION_CONFLICT",
+        metadata={"current_version": str(current)},
+    )
 
 
 # -- one writer per SQLite database ------------------------------------------------------
