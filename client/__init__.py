@@ -8,6 +8,13 @@
         client.create_agent("a1", "planner", config={"model": "m"})
         for agent in client.iter_agents(status="ACTIVE"):
             print(agent.agent_id, agent.status)
+        client.update_state("a1", lambda doc: doc.update(turns=doc.get("turns", 0) + 1))
+        run = client.start_workflow_run("daily", agent_id="a1")
+        with client.track_task(run.run_id, "summarize", "a1", heartbeat_timeout=30) as task:
+            task.log("chunk_done", n=1)
+            task.result = {"summary": "..."}
+        for event in client.subscribe(agent_id="a1"):  # resumes by itself after restarts
+            print(event.sequence, event.type)
 
 Results are the frozen dataclasses of ``stateward.client.models``; failures
 raise the errors of ``stateward.client.errors`` (their tree is drawn there).
@@ -16,7 +23,8 @@ the server.
 """
 
 from ._operation import UNSET
-from ._options import ClientOptions, RetryPolicy, TLSConfig
+from ._options import Backoff, ClientOptions, RetryPolicy, TLSConfig
+from ._tracking import ERROR_KINDS, AsyncTaskTracker, CancelRequested, TaskTracker, TrackOptions
 from .aio import AsyncClient
 from .errors import (
     AlreadyExists,
@@ -44,17 +52,23 @@ from .models import (
     Agent,
     AgentStatus,
     AppendedEvents,
+    ArchivedRuns,
     BatchStates,
     Checkpoint,
+    CollectedGarbage,
+    CompensationStep,
     ErrorDetail,
     ErrorKind,
     Event,
     Heartbeat,
+    MigrationPage,
     NewEvent,
     Page,
+    PrunedCheckpoints,
     RecoveryPlan,
     RecoveryStrategy,
     RestoredCheckpoint,
+    RetriedRun,
     RunStatus,
     StateVersion,
     TaskRun,
@@ -65,16 +79,23 @@ from .models import (
 from .sync import Client
 
 __all__ = [
+    "ERROR_KINDS",
     "UNSET",
     "Agent",
     "AgentStatus",
     "AlreadyExists",
     "AppendedEvents",
+    "ArchivedRuns",
     "AsyncClient",
+    "AsyncTaskTracker",
+    "Backoff",
     "BatchStates",
+    "CancelRequested",
     "Checkpoint",
     "Client",
     "ClientOptions",
+    "CollectedGarbage",
+    "CompensationStep",
     "Conflict",
     "DataLoss",
     "DeadlineExceeded",
@@ -87,15 +108,18 @@ __all__ = [
     "Internal",
     "InvalidArgument",
     "InvalidTransition",
+    "MigrationPage",
     "NewEvent",
     "NotFound",
     "Page",
     "PermissionDenied",
     "PreconditionViolation",
+    "PrunedCheckpoints",
     "RecoveryPlan",
     "RecoveryStrategy",
     "ResourceExhausted",
     "RestoredCheckpoint",
+    "RetriedRun",
     "RetryPolicy",
     "RunStatus",
     "ServerError",
@@ -104,6 +128,8 @@ __all__ = [
     "TLSConfig",
     "TaskRun",
     "TaskStatus",
+    "TaskTracker",
+    "TrackOptions",
     "Transition",
     "TransportError",
     "Unauthenticated",

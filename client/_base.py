@@ -25,7 +25,7 @@ from stateward.v1 import (
 from ._codec import new_request_id
 from ._execution import ExecutionCalls
 from ._lifecycle import LifecycleCalls
-from ._operation import Pages, Prepared, Rpc, ServerStream, Unary
+from ._operation import FlowMethod, Pages, Prepared, Rpc, ServerStream, Unary
 from ._options import (
     DEFAULT_TARGET,
     NAMESPACE_KEY,
@@ -122,6 +122,9 @@ class BaseClient(LifecycleCalls, StateCalls, ExecutionCalls, RecoveryCalls):
         raise NotImplementedError
 
     def _bind_pages(self, op: Pages[Any, Any]) -> Callable[..., Any]:
+        raise NotImplementedError
+
+    def _bind_flow(self, op: FlowMethod[Any, Any]) -> Callable[..., Any]:
         raise NotImplementedError
 
     # -- shared by both when sending ----------------------------------------------

@@ -20,12 +20,23 @@ with ``await``. Only sending differs, and only the clients know how to send::
 
 Type checkers see the builder's parameters on both, with the right return
 type (``R``, a coroutine of ``R``, an iterator or an async iterator).
+
+Methods made of several calls (``update_state``'s read-modify-write loop, a
+tracked task's heartbeats) are written once too, as a *flow*: a generator that
+yields :class:`Call` and :class:`Sleep` steps and receives each call's result
+(or has its error thrown in). ``@flow`` binds it like ``@unary``; the sync
+client drives it with blocking calls, the async one with ``await``::
+
+    @flow
+    def update_state(self, agent_id, fn) -> Flow[StateVersion]:
+        current = yield StateCalls.get_state.step(self, agent_id)
+        ...
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import (
@@ -98,11 +109,31 @@ class Prepared(Generic[R]):
         return replace(self, request=request)
 
 
-class _Operation(Generic[P, R]):
-    """Shared by the descriptors: the builder, its RPC and its documentation."""
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A flow step: send one unary call. The flow receives the converted result,
+    or the ``StatewardError`` it raised is thrown into the flow."""
 
-    def __init__(self, rpc: Rpc, build: Callable[Concatenate[Any, P], Prepared[R]]) -> None:
-        self.rpc = rpc
+    rpc: Rpc
+    prepared: Prepared[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """A flow step: wait ``seconds`` (a driver may wake it early, see ``_tracking``)."""
+
+    seconds: float
+
+
+Step = Call | Sleep
+Flow = Generator[Step, Any, R]
+"""A multi-call method written once: yields steps, returns the method's result."""
+
+
+class _Described(Generic[P, R]):
+    """Shared by the descriptors: the builder and its documentation."""
+
+    def __init__(self, build: Callable[Concatenate[Any, P], Any]) -> None:
         self.build = build
         self.__module__ = build.__module__
         self.__name__ = build.__name__
@@ -126,8 +157,21 @@ class _Operation(Generic[P, R]):
         return method
 
 
+class _Operation(_Described[P, R]):
+    """A descriptor of one RPC: the builder and the RPC it prepares."""
+
+    def __init__(self, rpc: Rpc, build: Callable[Concatenate[Any, P], Prepared[R]]) -> None:
+        super().__init__(build)
+        self.rpc = rpc
+        self.build: Callable[Concatenate[Any, P], Prepared[R]] = build
+
+
 class Unary(_Operation[P, R]):
     """A unary RPC: ``Client`` returns ``R``, ``AsyncClient`` a coroutine of ``R``."""
+
+    def step(self, client: Any, /, *args: P.args, **kwargs: P.kwargs) -> Call:
+        """This call as a flow step (its result comes back from the ``yield``)."""
+        return Call(self.rpc, self.build(client, *args, **kwargs))
 
     @overload
     def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
@@ -173,6 +217,29 @@ class Pages(_Operation[P, Page[T]]):
     ) -> Callable[P, AsyncIterator[T]]: ...
     def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
         return self if obj is None else obj._bind_pages(self)
+
+
+class FlowMethod(_Described[P, R]):
+    """Several calls written once as a :data:`Flow`: ``Client`` returns ``R``,
+    ``AsyncClient`` a coroutine of ``R``."""
+
+    build: Callable[Concatenate[Any, P], Flow[R]]
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: Client, owner: type[Any] | None = None) -> Callable[P, R]: ...
+    @overload
+    def __get__(
+        self, obj: AsyncClient, owner: type[Any] | None = None
+    ) -> Callable[P, Coroutine[Any, Any, R]]: ...
+    def __get__(self, obj: Any, owner: type[Any] | None = None) -> Any:
+        return self if obj is None else obj._bind_flow(self)
+
+
+def flow(build: Callable[Concatenate[Any, P], Flow[R]]) -> FlowMethod[P, R]:
+    """Declare a generator method as a flow of calls (see the module docstring)."""
+    return FlowMethod(build)
 
 
 def unary(

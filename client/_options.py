@@ -103,6 +103,30 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Backoff:
+    """Waits between repeated attempts of a client-side loop: exponential, with jitter.
+
+    Used by ``update_state`` between compare-and-set attempts and by ``subscribe``
+    between reconnections. Full jitter (the default) spreads competing writers
+    apart, which is what ends a run of conflicts quickly.
+    """
+
+    initial: float = 0.01
+    """Seconds to wait after the first failed attempt, before jitter."""
+    maximum: float = 2.0
+    """Upper bound of any one wait, in seconds."""
+    multiplier: float = 2.0
+    """Growth of the wait from one attempt to the next."""
+    jitter: float = 1.0
+    """Fraction of each wait that is randomized: 0 is none, 1 is "full jitter"."""
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (from 1)."""
+        ceiling = min(self.maximum, self.initial * self.multiplier ** max(attempt - 1, 0))
+        return ceiling * (1.0 - self.jitter * rand())
+
+
+@dataclass(frozen=True, slots=True)
 class ClientOptions:
     """Everything ``Client.connect`` and ``AsyncClient.connect`` accept."""
 

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from stateward.v1 import recovery_pb2 as pb
 
-from ._codec import new_request_id, str_map
+from ._codec import new_request_id, str_map, to_duration, to_timestamp
 from ._operation import RECOVERY, Prepared, pages, unary
 from ._options import MetadataLike
-from .models import Checkpoint, Page, RecoveryPlan, RestoredCheckpoint
+from .models import (
+    ArchivedRuns,
+    Checkpoint,
+    CollectedGarbage,
+    CompensationStep,
+    Page,
+    PrunedCheckpoints,
+    RecoveryPlan,
+    RestoredCheckpoint,
+    RetriedRun,
+)
 
 
 def _checkpoint(response: Any) -> Checkpoint:
@@ -28,6 +39,14 @@ def _deleted(response: pb.DeleteCheckpointResponse) -> None:
 
 def _plan(response: pb.RecoverAgentResponse) -> RecoveryPlan:
     return RecoveryPlan.from_proto(response.plan)
+
+
+def _steps(response: pb.GetCompensationPlanResponse) -> list[CompensationStep]:
+    return [CompensationStep.from_proto(step) for step in response.steps]
+
+
+def _step(response: pb.CompleteCompensationResponse) -> CompensationStep:
+    return CompensationStep.from_proto(response.step)
 
 
 class RecoveryCalls:
@@ -124,3 +143,103 @@ class RecoveryCalls:
         """A recovery plan for the agent: what failed, what is intact, what to do. Read-only."""
         request = pb.RecoverAgentRequest(agent_id=agent_id)
         return Prepared(request, _plan, None, timeout, metadata)
+
+    @unary(RECOVERY, "RetryWorkflowRun")
+    def retry_workflow_run(
+        self,
+        run_id: str,
+        request_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike = (),
+    ) -> Prepared[RetriedRun]:
+        """Start a new attempt of a FAILED or INTERRUPTED run: completed task runs carry
+        over with their results; ``pending_task_ids`` lists what is left to do."""
+        request = pb.RetryWorkflowRunRequest(run_id=run_id, request_id=new_request_id(request_id))
+        return Prepared(request, RetriedRun.from_proto, request.request_id, timeout, metadata)
+
+    @unary(RECOVERY, "GetCompensationPlan")
+    def get_compensation_plan(
+        self, run_id: str, *, timeout: float | None = None, metadata: MetadataLike = ()
+    ) -> Prepared[list[CompensationStep]]:
+        """The compensations of a failed run's completed tasks, last completed first."""
+        request = pb.GetCompensationPlanRequest(run_id=run_id)
+        return Prepared(request, _steps, None, timeout, metadata)
+
+    @unary(RECOVERY, "CompleteCompensation")
+    def complete_compensation(
+        self,
+        run_id: str,
+        task_run_id: str,
+        request_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike = (),
+    ) -> Prepared[CompensationStep]:
+        """Record that the compensation of ``task_run_id`` was carried out."""
+        request = pb.CompleteCompensationRequest(
+            run_id=run_id, task_run_id=task_run_id, request_id=new_request_id(request_id)
+        )
+        return Prepared(request, _step, request.request_id, timeout, metadata)
+
+    # -- retention (admin) ----------------------------------------------------------
+
+    @unary(RECOVERY, "PruneCheckpoints")
+    def prune_checkpoints(
+        self,
+        agent_id: str = "",
+        keep_last: int = 0,
+        max_age: timedelta | float | None = None,
+        dry_run: bool = False,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike = (),
+    ) -> Prepared[PrunedCheckpoints]:
+        """Delete old checkpoints (of one agent, or all) by the retention policy:
+        ``keep_last`` newest per agent and ``max_age`` (0 / None: the server's
+        configured policy). The newest checkpoint of an agent is always kept."""
+        request = pb.PruneCheckpointsRequest(
+            agent_id=agent_id,
+            keep_last=keep_last,
+            max_age=to_duration(max_age) if max_age is not None else None,
+            dry_run=dry_run,
+        )
+        return Prepared(request, PrunedCheckpoints.from_proto, None, timeout, metadata)
+
+    @unary(RECOVERY, "ArchiveRuns")
+    def archive_runs(
+        self,
+        ended_before: datetime,
+        archive_url: str = "",
+        dry_run: bool = False,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike = (),
+    ) -> Prepared[ArchivedRuns]:
+        """Move finished runs that ended before ``ended_before``, with their task runs
+        and events, into a compressed JSON Lines archive at ``archive_url`` (an fsspec
+        URL; empty: the configured location). The rows are deleted once the archive
+        reads back; ``stateward archive show`` reads it."""
+        request = pb.ArchiveRunsRequest(
+            ended_before=to_timestamp(ended_before),
+            archive_url=archive_url,
+            dry_run=dry_run,
+        )
+        return Prepared(request, ArchivedRuns.from_proto, None, timeout, metadata)
+
+    @unary(RECOVERY, "CollectGarbage")
+    def collect_garbage(
+        self,
+        grace_period: timedelta | float | None = None,
+        dry_run: bool = False,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike = (),
+    ) -> Prepared[CollectedGarbage]:
+        """Delete stored blobs that no checkpoint references and that are older than
+        ``grace_period`` (None: the configured one)."""
+        request = pb.CollectGarbageRequest(
+            grace_period=to_duration(grace_period) if grace_period is not None else None,
+            dry_run=dry_run,
+        )
+        return Prepared(request, CollectedGarbage.from_proto, None, timeout, metadata)

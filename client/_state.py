@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from itertools import count
 from typing import Any
 
 from stateward.v1 import state_pb2 as pb
 
 from ._codec import encode_json, new_request_id, to_timestamp
-from ._operation import STATE, Prepared, pages, unary
-from ._options import MetadataLike
-from .errors import UsageError
-from .models import BatchStates, Page, StateVersion
+from ._operation import STATE, Flow, Prepared, Sleep, flow, pages, unary
+from ._options import Backoff, MetadataLike
+from .errors import Conflict, NotFound, UsageError
+from .models import BatchStates, MigrationPage, Page, StateVersion
+
+UPDATE_BACKOFF = Backoff(initial=0.01, maximum=0.5)
+"""Default waits between ``update_state`` attempts: full jitter, capped near
+(writers x read-to-commit time) for a few dozen writers of one document."""
 
 
 def _state(response: Any) -> StateVersion:
@@ -143,3 +148,86 @@ class StateCalls:
         """The latest state of up to 1000 agents, and which of them have none."""
         request = pb.BatchGetStatesRequest(agent_ids=list(agent_ids))
         return Prepared(request, BatchStates.from_proto, None, timeout, metadata)
+
+    @unary(STATE, "MigrateStates")
+    def migrate_states(
+        self,
+        agent_type: str,
+        page_size: int = 0,
+        page_token: str = "",
+        dry_run: bool = False,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike = (),
+    ) -> Prepared[MigrationPage]:
+        """Upgrade one page of the stored states of ``agent_type`` to its newest schema
+        version (admin). Repeat with ``next_page_token`` until it is empty; safe to
+        resume from any token and to run again."""
+        request = pb.MigrateStatesRequest(
+            agent_type=agent_type, page_size=page_size, page_token=page_token, dry_run=dry_run
+        )
+        return Prepared(request, MigrationPage.from_proto, None, timeout, metadata)
+
+    @flow
+    def update_state(
+        self,
+        agent_id: str,
+        fn: Callable[[dict[str, Any]], Mapping[str, Any] | None],
+        *,
+        max_attempts: int = 50,
+        backoff: Backoff | None = None,
+        schema_version: int = 0,
+        timeout: float | None = None,
+        metadata: MetadataLike = (),
+    ) -> Flow[StateVersion]:
+        """Read, change and compare-and-set the state, retrying when another writer won.
+
+        ``fn`` gets the latest document (``{}`` when there is none yet) and returns
+        the new one, or changes it in place and returns None. It may run several
+        times, so it should do nothing else. On ``Conflict`` the loop waits
+        (``backoff``, jittered) and starts over, at most ``max_attempts`` times in
+        all; then the last ``Conflict`` is raised. Returns the saved version
+        (without its document). ``timeout`` bounds each call, not the loop.
+
+        The write keeps the schema version of what was read (reads upgrade older
+        documents); a state this call creates gets ``schema_version`` (0: the
+        server's default, 1), so pass the newest one when migrations are registered.
+        """
+        if max_attempts < 1:
+            raise UsageError(f"max_attempts must be at least 1 (got {max_attempts})")
+        waits = backoff or UPDATE_BACKOFF
+        for attempt in count(1):
+            try:
+                current = yield StateCalls.get_state.step(
+                    self, agent_id, timeout=timeout, metadata=metadata
+                )
+            except NotFound:  # no state yet (a missing agent fails the save below)
+                document: dict[str, Any] = {}
+                expected, schema = 0, schema_version
+            else:
+                document = current.document or {}
+                expected, schema = current.version, current.schema_version
+            changed = fn(document)
+            if changed is None:
+                changed = document
+            elif not isinstance(changed, Mapping):
+                raise UsageError(
+                    f"update_state: fn must return a dict or None (got {type(changed).__name__})"
+                )
+            try:
+                saved: StateVersion = yield StateCalls.save_state.step(
+                    self,
+                    agent_id,
+                    changed,
+                    expected,
+                    schema,
+                    timeout=timeout,
+                    metadata=metadata,
+                )
+            except Conflict:
+                if attempt >= max_attempts:
+                    raise
+                yield Sleep(waits.delay(attempt))
+            else:
+                return saved
+        raise AssertionError("unreachable")  # pragma: no cover

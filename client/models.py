@@ -296,6 +296,32 @@ class BatchStates:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class MigrationPage:
+    """What one ``migrate_states`` call did (or would do, on a dry run)."""
+
+    migrated: int
+    """States upgraded in this call (or that would be, on a dry run)."""
+    up_to_date: int
+    """States examined that were already at the target schema version."""
+    remaining: int
+    """Agents of the type still to examine after this page."""
+    target_schema_version: int
+    """The newest schema version registered for the type."""
+    next_page_token: str
+    """Pass as ``page_token`` to continue; empty when every state was examined."""
+
+    @classmethod
+    def from_proto(cls, msg: state_pb2.MigrateStatesResponse) -> MigrationPage:
+        return cls(
+            migrated=msg.migrated,
+            up_to_date=msg.up_to_date,
+            remaining=msg.remaining,
+            target_schema_version=msg.target_schema_version,
+            next_page_token=msg.next_page_token,
+        )
+
+
 # -- execution -----------------------------------------------------------------
 
 
@@ -543,3 +569,91 @@ class RecoveryPlan:
             retry_delay=to_timedelta(msg, "retry_delay"),
             explanation=msg.explanation,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RetriedRun:
+    """The answer of ``retry_workflow_run``: the new attempt and what is left to do."""
+
+    run: WorkflowRun
+    """The new attempt, RUNNING, linked to the original by ``retry_of_run_id``."""
+    carried_over: list[TaskRun]
+    """Completed task runs carried into the new attempt with their results."""
+    pending_task_ids: list[str]
+    """Tasks still to do: failed, interrupted or never started."""
+
+    @classmethod
+    def from_proto(cls, msg: recovery_pb2.RetryWorkflowRunResponse) -> RetriedRun:
+        return cls(
+            run=WorkflowRun.from_proto(msg.run),
+            carried_over=[TaskRun.from_proto(t) for t in msg.carried_over],
+            pending_task_ids=list(msg.pending_task_ids),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CompensationStep:
+    """One compensation of a failed run: undo what a completed task did."""
+
+    task_run_id: str
+    task_id: str
+    compensation: Any
+    """The descriptor recorded when the task completed (any JSON value)."""
+    complete_time: datetime | None
+    done: bool
+    done_time: datetime | None
+
+    @classmethod
+    def from_proto(cls, msg: recovery_pb2.CompensationStep) -> CompensationStep:
+        return cls(
+            task_run_id=msg.task_run_id,
+            task_id=msg.task_id,
+            compensation=decode_json(msg.compensation_json),
+            complete_time=to_datetime(msg, "complete_time"),
+            done=msg.done,
+            done_time=to_datetime(msg, "done_time"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedCheckpoints:
+    """The answer of ``prune_checkpoints``."""
+
+    deleted: list[Checkpoint]
+    """Checkpoints deleted (or that would be, on a dry run)."""
+    freed_bytes: int
+
+    @classmethod
+    def from_proto(cls, msg: recovery_pb2.PruneCheckpointsResponse) -> PrunedCheckpoints:
+        return cls(
+            deleted=[Checkpoint.from_proto(c) for c in msg.deleted], freed_bytes=msg.freed_bytes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedRuns:
+    """The answer of ``archive_runs``: what went into the archive (or would, on a dry run)."""
+
+    archive_url: str
+    runs: int
+    task_runs: int
+    events: int
+
+    @classmethod
+    def from_proto(cls, msg: recovery_pb2.ArchiveRunsResponse) -> ArchivedRuns:
+        return cls(
+            archive_url=msg.archive_url, runs=msg.runs, task_runs=msg.task_runs, events=msg.events
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CollectedGarbage:
+    """The answer of ``collect_garbage``."""
+
+    deleted_blobs: list[str]
+    """Keys of orphan blobs deleted (or that would be, on a dry run)."""
+    freed_bytes: int
+
+    @classmethod
+    def from_proto(cls, msg: recovery_pb2.CollectGarbageResponse) -> CollectedGarbage:
+        return cls(deleted_blobs=list(msg.deleted_blobs), freed_bytes=msg.freed_bytes)

@@ -26,6 +26,7 @@ class Context:
 
     args: argparse.Namespace
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
     _client: Client | None = None
 
     def client(self) -> Client:
@@ -50,6 +51,10 @@ class Context:
         text = _format.to_json(value) if self.args.json else render(value)
         if text:
             print(text, file=self.stdout)
+
+    def note(self, text: str) -> None:
+        """A remark for people on stderr (progress, hints), never mixed into the output."""
+        print(text, file=self.stderr, flush=True)
 
     def say(self, text: str, value: Any = None) -> None:
         """A one-line confirmation for people; with ``--json``, ``value`` instead (if any)."""

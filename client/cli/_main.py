@@ -9,12 +9,12 @@ from collections.abc import Sequence
 
 from .._options import DEFAULT_TARGET
 from ..errors import StatewardError
-from . import agents, server
+from . import agents, checkpoints, events, recovery, runs, server, state
 from ._args import global_options
 from ._context import REFUSED, USAGE, Context
 from ._failures import explain
 
-GROUPS = (server, agents)
+GROUPS = (server, agents, state, runs, events, checkpoints, recovery)
 """Command groups, in help order. A new group is a module with ``register(commands)``."""
 
 EPILOG = """\
