@@ -21,6 +21,7 @@ from stateward.server.security.auth import Authorizer, install_sighup
 from stateward.server.security.interceptor import AuthInterceptor
 from stateward.server.security.policy import OpenMethods
 from stateward.server.servicers import execution, lifecycle, recovery, state
+from stateward.server.services.health_watch import HealthWatch
 from stateward.storage import Database, migrate
 from stateward.v1 import execution_pb2, lifecycle_pb2, recovery_pb2, state_pb2
 
@@ -89,6 +90,7 @@ class StatewardServer:
         deps = self.deps = Deps(settings, db)
         for area in (lifecycle, state, execution, recovery):
             area.register(server, deps)
+        deps.background.append(HealthWatch(db, self._report_health).run)
         if credentials is not None:
             self.port = server.add_secure_port(settings.listen, credentials)
         else:
@@ -115,6 +117,12 @@ class StatewardServer:
         deps.start_background()
         log.info("serving", extra={"database": db.dialect})
         return self.port
+
+    async def _report_health(self, serving: bool) -> None:
+        reply = health_pb2.HealthCheckResponse
+        status = reply.SERVING if serving else reply.NOT_SERVING
+        for name in ["", *SERVICE_NAMES]:
+            await self.health.set(name, status)  # ignored once shutdown began
 
     def _open_database(self) -> Database:
         s = self.settings

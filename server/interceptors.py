@@ -33,31 +33,43 @@ def _code(context: grpc.aio.ServicerContext, error: BaseException | None) -> str
 
 
 class AccessLogInterceptor(grpc.aio.ServerInterceptor):
-    """Per call: puts a :class:`request_id.Call` in context (for log lines and error
-    details), logs method, status code, duration and peer once at INFO, and records the
-    RPC metrics when ``metrics`` is given. Outermost, so it also sees calls refused by auth.
+    """Per call: puts a :class:`request_id.Call` in context (for log lines, error details
+    and the auth interceptor, which records the caller on it), logs method, status code,
+    duration and peer once at INFO, and records the RPC metrics when ``metrics`` is given.
+    Outermost, so it also sees the calls auth refuses.
+
+    grpc.aio serves each call in its own task, interceptors included, so the Call set
+    here is the one the handler's task sees. The wrapped handler does not depend on
+    the call, so it is built once per method and reused.
     """
 
     def __init__(self, metrics: RpcMetrics | None = None) -> None:
         self.metrics = metrics
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = details.method
-        call = request_id.Call(request_id.from_metadata(details.invocation_metadata), method)
-        outer = request_id.CURRENT.set(call)  # the interceptors further in (auth) see the call
-        try:
-            handler = await continuation(details)
-        finally:
-            request_id.CURRENT.reset(outer)
+    ) -> grpc.RpcMethodHandler | None:
+        request_id.CURRENT.set(request_id.Call(details.method, details.invocation_metadata))
+        handler = await continuation(details)
         if handler is None:
             return handler
+        cached = self._wrapped.get(details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(details.method, handler)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         metrics = self.metrics
 
-        def begin() -> tuple[Token[request_id.Call | None], float]:
+        def begin(context: grpc.aio.ServicerContext) -> tuple[Token[request_id.Call | None], float]:
+            call = request_id.CURRENT.get()
+            if call is None or call.method != method:  # not set by intercept_service: be safe
+                call = request_id.Call(method, context.invocation_metadata())
             if metrics is not None:
                 metrics.started(method)
             return request_id.CURRENT.set(call), time.perf_counter()
@@ -72,7 +84,8 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             elapsed = time.perf_counter() - started
             if metrics is not None:
                 metrics.finished(method, code, elapsed)
-            if log.isEnabledFor(logging.INFO):
+            call = request_id.CURRENT.get()
+            if call is not None and log.isEnabledFor(logging.INFO):
                 extra = {
                     "method": method,
                     "code": code,
@@ -88,7 +101,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             except ValueError:  # a stream closed from another context: nothing to restore
                 pass
 
-        inner = (
+        inner: Any = (
             handler.unary_unary
             or handler.stream_unary
             or handler.unary_stream
@@ -109,7 +122,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
             async def streaming(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
-                entered, error = begin(), None
+                entered, error = begin(context), None
                 try:
                     async for item in inner(request, context):
                         yield item
@@ -123,7 +136,7 @@ class AccessLogInterceptor(grpc.aio.ServerInterceptor):
 
         # A unary response, or a stream written with context.write() (or refused at once).
         async def coroutine(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            entered, error = begin(), None
+            entered, error = begin(context), None
             try:
                 return await inner(request, context)
             except BaseException as exc:

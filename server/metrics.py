@@ -46,6 +46,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from stateward.server.config import ConfigError
 from stateward.storage.database import EventDraft
 
 # The *_created series double the exposition and no dashboard of ours uses them.
@@ -236,10 +237,12 @@ class RpcMetrics:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` (or ``[v6]:port``) -> (host, port); raises ValueError when malformed."""
+    """``host:port`` (or ``[v6]:port``) -> (host, port); raises ConfigError when malformed."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
-        raise ValueError(f"metrics_listen: expected host:port, got {listen!r}")
+        raise ConfigError(
+            f"metrics_listen: expected host:port such as 0.0.0.0:9464, got {listen!r}"
+        )
     return host.strip("[]"), int(port)
 
 

@@ -278,6 +278,8 @@ class Authorizer:
                 "NAMESPACE_NOT_GRANTED",
                 f'{method} acts on every namespace: it needs a token granted all namespaces ("*")',
             )
+        if not rule.namespaced:
+            return Decision("OK", principal=entry.name)
         # Every namespace value must be granted, so whichever one a handler reads is covered.
         for namespace in namespaces or [DEFAULT_NAMESPACE]:
             if not isinstance(namespace, str) or not entry.grants(namespace):

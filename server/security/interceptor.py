@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -13,6 +14,8 @@ from stateward.server import request_id
 from stateward.server.rpc.status import DOMAIN, pack, request_info
 from stateward.server.security.auth import Authorizer, Decision
 from stateward.server.security.policy import OpenMethods
+
+log = logging.getLogger(__name__)
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
@@ -42,6 +45,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             call.principal = decision.principal
         if decision.allowed:
             return handler
+        log.info("auth refused", extra={"code": decision.code, "reason": decision.reason})
         return _refusal(handler, decision)
 
 

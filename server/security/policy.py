@@ -36,6 +36,7 @@ class Role(enum.IntEnum):
 class Rule:
     role: Role
     every_namespace: bool = False  # the RPC acts across namespaces
+    namespaced: bool = True  # False: touches no records, so any namespace will do
 
 
 R, W, A = Rule(Role.READER), Rule(Role.WRITER), Rule(Role.ADMIN)
@@ -107,13 +108,26 @@ RULES: dict[str, Rule] = {
     for method, rule in methods.items()
 }
 
-# Anything not in the table (a new RPC nobody classified yet) is refused to all but
-# admins with every namespace: failing closed.
+# Health and reflection, when not left open, take any valid token.
+INFRASTRUCTURE: dict[str, Rule] = {
+    service: Rule(Role.READER, namespaced=False)
+    for service in (
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    )
+}
+
+# Anything else (a new RPC nobody classified yet) is refused to all but admins with
+# every namespace: failing closed.
 UNCLASSIFIED = Rule(Role.ADMIN, every_namespace=True)
 
 
 def rule_for(full_method: str) -> Rule:
-    return RULES.get(full_method, UNCLASSIFIED)
+    rule = RULES.get(full_method)
+    if rule is None:
+        rule = INFRASTRUCTURE.get(full_method[1:].partition("/")[0], UNCLASSIFIED)
+    return rule
 
 
 class OpenMethods:

@@ -32,7 +32,9 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     cert, key, client_ca = settings.tls_cert, settings.tls_key, settings.tls_client_ca
     if not cert and not key:
         if client_ca:
-            raise TLSConfigError("tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first")
+            raise TLSConfigError(
+                "tls_client_ca needs tls_cert and tls_key: mutual TLS is TLS first"
+            )
         return None
     if not cert or not key:
         raise TLSConfigError("tls_cert and tls_key go together: set both, or neither for plaintext")
@@ -49,7 +51,9 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         try:
             ssl.create_default_context(cafile=client_ca)
         except ssl.SSLError as error:
-            raise TLSConfigError(f"tls_client_ca {client_ca}: not a PEM CA bundle: {error}") from None
+            raise TLSConfigError(
+                f"tls_client_ca {client_ca}: not a PEM CA bundle: {error}"
+            ) from None
     return grpc.ssl_server_credentials(
         [(private_key, chain)], root_certificates=roots, require_client_auth=roots is not None
     )

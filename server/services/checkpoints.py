@@ -53,6 +53,7 @@ from stateward.storage.blobs import (
     blob_key,
 )
 from stateward.storage.checkpoints import CheckpointRecord
+from stateward.storage.errors import StorageUnavailable
 from stateward.storage.records import AgentRecord, TransitionRecord
 from stateward.storage.states import StateRecord
 
@@ -236,6 +237,10 @@ class CheckpointService:
 
         try:
             result = await self.db.write(guarded(namespace, replay, write))
+        except StorageUnavailable:
+            # The connection may have died during COMMIT: the manifest may have committed,
+            # so the blob must stay (as on a cancellation); GC decides later.
+            raise
         except Exception:
             # The write failed for sure (a cancellation is not caught here: the write may
             # still commit, so the blob must stay; GC decides later).

@@ -1,0 +1,115 @@
+"""Transport limits and deadlines: message size, concurrent streams per connection, and
+database work that stops at the caller's deadline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stateward.server import metrics
+from stateward.server.config import Settings
+from stateward.storage.database import WriteContext
+from stateward.v1 import lifecycle_pb2 as pb
+from stateward.v1 import lifecycle_pb2_grpc
+from tests.support.server import ServerThread
+
+SEPARATE_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+@pytest.fixture
+def limited(settings: Settings) -> Iterator[ServerThread]:
+    server = ServerThread(replace(settings, max_message_bytes=64 << 10, max_concurrent_streams=1))
+    yield server.start()
+    server.close()
+
+
+def test_oversized_messages_are_resource_exhausted_naming_the_limit(limited: ServerThread) -> None:
+    request = pb.CreateAgentRequest(
+        agent_id="big", type="t", config_json=b'{"x": "' + b"a" * 70_000 + b'"}'
+    )
+    with grpc.insecure_channel(limited.target) as channel:
+        stub = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.CreateAgent(request, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert str(64 << 10) in (caught.value.details() or "")
+        with pytest.raises(grpc.RpcError) as missing:  # nothing was written
+            stub.GetAgent(pb.GetAgentRequest(agent_id="big"), timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_connection_gets_at_most_max_concurrent_streams(limited: ServerThread) -> None:
+    """HTTP/2 makes the client queue a call past the limit (it is not refused), so with
+    one stream held open a second call on the same connection cannot start at all."""
+    with grpc.insecure_channel(limited.target, options=SEPARATE_CONNECTION) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest())
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as caught:
+            health.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        with grpc.insecure_channel(limited.target, options=SEPARATE_CONNECTION) as other:
+            reply = health_pb2_grpc.HealthStub(other).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        watch.cancel()
+        assert health.Check(health_pb2.HealthCheckRequest(), timeout=5).status == reply.status
+
+
+def in_flight(method: str) -> float:
+    labels = {"service": "stateward.v1.LifecycleService", "method": method}
+    return metrics.REGISTRY.get_sample_value("stateward_rpc_in_flight", labels) or 0.0
+
+
+def test_database_work_stops_at_the_callers_deadline(settings: Settings) -> None:
+    """A write still queued when the deadline passes is dropped, not applied later."""
+    server = ServerThread(replace(settings, metrics_listen="127.0.0.1:0")).start()
+    try:
+        check_deadline(server)
+    finally:
+        server.close()
+
+
+def check_deadline(server: ServerThread) -> None:
+    assert server.server is not None and server.server.db is not None
+    db = server.server.db
+    release = threading.Event()
+    writer_busy = threading.Event()
+
+    def hold_the_writer(ctx: WriteContext) -> None:
+        writer_busy.set()
+        release.wait(30)
+
+    holder = threading.Thread(target=db.write_sync, args=(hold_the_writer,), daemon=True)
+    holder.start()
+    assert writer_busy.wait(10)
+    with grpc.insecure_channel(server.target) as channel:
+        stub = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
+        try:
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.CreateAgent(
+                    pb.CreateAgentRequest(agent_id="late", type="t", config_json=b"{}"), timeout=0.3
+                )
+            assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # The server gives up at the same deadline; wait until its handler has ended.
+            deadline = time.monotonic() + 20
+            while in_flight("CreateAgent") > 0:
+                assert time.monotonic() < deadline, "the server kept working past the deadline"
+                time.sleep(0.02)
+        finally:
+            release.set()
+            holder.join(10)
+        with pytest.raises(grpc.RpcError) as missing:
+            stub.GetAgent(pb.GetAgentRequest(agent_id="late"), timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        created = stub.CreateAgent(
+            pb.CreateAgentRequest(agent_id="late", type="t", config_json=b"{}"), timeout=10
+        )
+        assert created.agent.agent_id == "late"
