@@ -21,7 +21,7 @@ PKG_FILES := $(sort $(shell find protos/stateward server storage client -type f 
 	   -o -name '*.ini' -o -name '*.mako' \) -not -path '*/__pycache__/*' 2>/dev/null))
 $(shell mkdir -p $(VENV); echo '$(PKG_FILES)' | cmp -s - $(FILESET) || echo '$(PKG_FILES)' > $(FILESET))
 
-.PHONY: setup run test lint protos protos-check clean distclean
+.PHONY: setup run test faults lint protos protos-check docs docs-check clean distclean
 
 setup: $(STAMP)
 
@@ -37,7 +37,12 @@ run: $(STAMP)
 test: $(STAMP)
 	$(if $(PG_BIN),PATH="$(PG_BIN):$$PATH") $(BIN)/pytest -q -p no:cacheprovider $(ARGS)
 
-lint: protos-check
+# The fault-injection suite at full counts (20 SQLite and 10 PostgreSQL crash cycles,
+# longer outages, more subscription cuts); `make test` runs it at reduced counts.
+faults: $(STAMP)
+	$(if $(PG_BIN),PATH="$(PG_BIN):$$PATH") STATEWARD_FAULTS=full $(BIN)/pytest -q -p no:cacheprovider tests/faults $(ARGS)
+
+lint: protos-check docs-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(if $(PROTOS),$(BIN)/buf lint,@echo "buf lint: no .proto files yet")
@@ -64,6 +69,13 @@ else
 	echo "protos-check: generated code matches the .proto files"
 endif
 
+# docs/api.md is generated from the proto comments; docs-check fails when it is stale.
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_api_docs.py
+
+docs-check: $(STAMP)
+	$(BIN)/python scripts/gen_api_docs.py --check
+
 # Removing build/ breaks the strict editable install, so drop its stamp too.
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache $(STAMP)
@@ -71,3 +83,11 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# Benchmarks (bench/README.md). ARGS passes through, e.g. make bench ARGS='--duration 2'.
+.PHONY: bench bench-full
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --quick $(ARGS)
+
+bench-full: $(STAMP)
+	$(if $(PG_BIN),PATH="$(PG_BIN):$$PATH") $(BIN)/python -m bench.run --full $(ARGS)
