@@ -81,8 +81,11 @@ class StatewardServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             server,
         )
         db = self._open_database()
@@ -105,8 +108,13 @@ class StatewardServer:
         self._server = server
         log.info(
             "listening",
-            extra={"listen": settings.listen, "port": self.port, "tls": credentials is not None,
-                   "mutual_tls": bool(settings.tls_client_ca), "auth": self.authorizer is not None},
+            extra={
+                "listen": settings.listen,
+                "port": self.port,
+                "tls": credentials is not None,
+                "mutual_tls": bool(settings.tls_client_ca),
+                "auth": self.authorizer is not None,
+            },
         )
         await asyncio.to_thread(self._prepare_database, db)
         db.start()
@@ -127,7 +135,9 @@ class StatewardServer:
     def _open_database(self) -> Database:
         s = self.settings
         return Database(
-            s.resolved_database_url, sqlite_synchronous=s.sqlite_synchronous, read_threads=s.read_threads
+            s.resolved_database_url,
+            sqlite_synchronous=s.sqlite_synchronous,
+            read_threads=s.read_threads,
         )
 
     def _prepare_database(self, db: Database) -> None:

@@ -30,7 +30,8 @@ class Settings:
     blob_url: str = _opt("", "fsspec URL for checkpoint blobs; empty means <data-dir>/checkpoints")
     migrate: bool = _opt(True, "apply database migrations on start")
     sqlite_synchronous: str = _opt(
-        "FULL", "SQLite synchronous pragma: FULL survives power loss, NORMAL only a crash",
+        "FULL",
+        "SQLite synchronous pragma: FULL survives power loss, NORMAL only a crash",
         choices=("FULL", "NORMAL"),
     )
     grace_period: float = _opt(10.0, "seconds in-flight calls get to finish on shutdown")
@@ -41,25 +42,38 @@ class Settings:
     idempotency_window: float = _opt(86400.0, "seconds a request_id's answer is kept for retries")
     # State (versioned documents)
     state_max_bytes: int = _opt(4 << 20, "largest state document accepted, in bytes")
-    state_history: int = _opt(100, "state versions kept per agent (checkpointed ones are never pruned)")
+    state_history: int = _opt(
+        100, "state versions kept per agent (checkpointed ones are never pruned)"
+    )
     cache_bytes: int = _opt(64 << 20, "memory for the hot-read cache of agents and latest states")
     state_migrations: str = _opt("", "Python module that registers state schema migrations")
     # Execution (runs, tasks, events)
     sweep_interval: float = _opt(1.0, "seconds between lease sweeps for timed-out task runs")
-    subscriber_buffer: int = _opt(1024, "events buffered per subscriber before it falls back to catch-up")
+    subscriber_buffer: int = _opt(
+        1024, "events buffered per subscriber before it falls back to catch-up"
+    )
     max_subscribers: int = _opt(1000, "concurrent SubscribeEvents streams per server")
     # Recovery (checkpoints, retention)
-    blob_compression: str = _opt("none", "compression of stored checkpoint blobs", choices=("none", "zstd"))
+    blob_compression: str = _opt(
+        "none", "compression of stored checkpoint blobs", choices=("none", "zstd")
+    )
     blob_options: str = _opt(
-        "", 'fsspec storage options for blob_url and archive_url, a JSON object such as '
+        "",
+        "fsspec storage options for blob_url and archive_url, a JSON object such as "
         '{"endpoint_url": "http://127.0.0.1:9000"}; S3 credentials come from the AWS environment',
     )
     blob_gc_grace: float = _opt(3600.0, "seconds before a blob without a manifest is collected")
     checkpoint_keep_last: int = _opt(0, "checkpoints kept per agent by retention; 0 keeps all")
-    checkpoint_max_age: float = _opt(0.0, "seconds after which retention deletes checkpoints; 0 never")
+    checkpoint_max_age: float = _opt(
+        0.0, "seconds after which retention deletes checkpoints; 0 never"
+    )
     retention_interval: float = _opt(300.0, "seconds between background retention runs; 0 disables")
-    archive_url: str = _opt("", "fsspec URL prefix for run archives; empty means <data-dir>/archives")
-    retry_timeout_factor: float = _opt(2.0, "recovery plans multiply a timed-out task's timeout by this")
+    archive_url: str = _opt(
+        "", "fsspec URL prefix for run archives; empty means <data-dir>/archives"
+    )
+    retry_timeout_factor: float = _opt(
+        2.0, "recovery plans multiply a timed-out task's timeout by this"
+    )
     retry_timeout_cap: float = _opt(3600.0, "upper bound in seconds for a suggested timeout")
     retry_backoff_base: float = _opt(1.0, "base delay in seconds for RETRY_WITH_BACKOFF plans")
     retry_backoff_cap: float = _opt(300.0, "upper bound in seconds for a backoff delay")
@@ -105,7 +119,9 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         if text in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"{name}: expected true or false, got {value!r}")
-    converter = {"int": int, "float": float, "str": str}.get(kind if isinstance(kind, str) else kind.__name__, str)
+    converter = {"int": int, "float": float, "str": str}.get(
+        kind if isinstance(kind, str) else kind.__name__, str
+    )
     try:
         return converter(value)
     except (TypeError, ValueError):
@@ -118,11 +134,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{f.metadata['help']} (default {f.default})")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{f.metadata['help']} (default {f.default})",
+            )
         else:
-            parser.add_argument(flag, dest=f.name, default=None, choices=f.metadata.get("choices"),
-                                help=f"{f.metadata['help']} (default {f.default})")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                default=None,
+                choices=f.metadata.get("choices"),
+                help=f"{f.metadata['help']} (default {f.default})",
+            )
 
 
 def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:

@@ -51,5 +51,7 @@ class Deps:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("background job %s failed; restarting in 1 s", getattr(job, "__name__", job))
+                log.exception(
+                    "background job %s failed; restarting in 1 s", getattr(job, "__name__", job)
+                )
                 await asyncio.sleep(1.0)

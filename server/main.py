@@ -20,7 +20,9 @@ def _settings(parser: argparse.ArgumentParser, argv: list[str]) -> config.Settin
 
 
 def serve_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="stateward serve", description="Run the Stateward gRPC server.")
+    parser = argparse.ArgumentParser(
+        prog="stateward serve", description="Run the Stateward gRPC server."
+    )
     config.add_arguments(parser)
     settings = _settings(parser, argv)
     logs.configure(settings.log_level, settings.log_format)
@@ -40,8 +42,11 @@ def serve_main(argv: list[str]) -> int:
 
 def db_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stateward db", description="Manage the database schema.")
-    parser.add_argument("action", choices=("upgrade", "current", "check"),
-                        help="upgrade: apply migrations; current: print the revision; check: exit 1 unless current")
+    parser.add_argument(
+        "action",
+        choices=("upgrade", "current", "check"),
+        help="upgrade: apply migrations; current: print the revision; check: exit 1 unless current",
+    )
     config.add_arguments(parser)
     settings = _settings(parser, argv)
     logs.configure("WARNING", settings.log_format)

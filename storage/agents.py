@@ -43,7 +43,9 @@ def _record(row: Any) -> AgentRecord:
     )
 
 
-def get(conn: Connection, namespace: str, agent_id: str, *, for_update: bool = False) -> AgentRecord | None:
+def get(
+    conn: Connection, namespace: str, agent_id: str, *, for_update: bool = False
+) -> AgentRecord | None:
     query = select(a).where(a.c.namespace == namespace, a.c.agent_id == agent_id)
     if for_update:
         query = query.with_for_update()
@@ -134,7 +136,12 @@ def set_status(
 
 
 def update_fields(
-    conn: Connection, record: AgentRecord, now: int, *, config: bytes | None, labels: dict[str, str] | None
+    conn: Connection,
+    record: AgentRecord,
+    now: int,
+    *,
+    config: bytes | None,
+    labels: dict[str, str] | None,
 ) -> bool:
     values: dict[str, Any] = {"generation": record.generation + 1, "updated_at": now}
     if config is not None:
@@ -170,10 +177,14 @@ def delete_agent(conn: Connection, namespace: str, agent_id: str) -> None:
     for kind, table, key in (("checkpoint", ck, ck.c.checkpoint_id), ("run", wr, wr.c.run_id)):
         owned = select(key).where(table.c.namespace == namespace, table.c.agent_id == agent_id)
         conn.execute(
-            delete(lb).where(lb.c.namespace == namespace, lb.c.kind == kind, lb.c.owner_id.in_(owned))
+            delete(lb).where(
+                lb.c.namespace == namespace, lb.c.kind == kind, lb.c.owner_id.in_(owned)
+            )
         )
     for table in (schema.states, ck, schema.task_runs, wr):
-        conn.execute(delete(table).where(table.c.namespace == namespace, table.c.agent_id == agent_id))
+        conn.execute(
+            delete(table).where(table.c.namespace == namespace, table.c.agent_id == agent_id)
+        )
     conn.execute(delete(tr).where(tr.c.namespace == namespace, tr.c.agent_id == agent_id))
     label_rows.remove(conn, namespace, "agent", agent_id)
     conn.execute(delete(a).where(a.c.namespace == namespace, a.c.agent_id == agent_id))
@@ -205,8 +216,15 @@ def list_transitions(
     rows = conn.execute(query.order_by(tr.c.id).limit(limit + 1)).all()
     return [
         TransitionRecord(
-            row.id, row.namespace, row.agent_id, row.from_status, row.to_status,
-            row.reason, row.request_id, row.event_sequence, row.created_at,
+            row.id,
+            row.namespace,
+            row.agent_id,
+            row.from_status,
+            row.to_status,
+            row.reason,
+            row.request_id,
+            row.event_sequence,
+            row.created_at,
         )
         for row in rows
     ]

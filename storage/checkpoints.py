@@ -110,7 +110,9 @@ def list_page(
     if agent_id:
         query = query.where(c.c.agent_id == agent_id)
     if labels:
-        query = query.where(*label_rows.matching(namespace, "checkpoint", c.c.checkpoint_id, labels))
+        query = query.where(
+            *label_rows.matching(namespace, "checkpoint", c.c.checkpoint_id, labels)
+        )
     if before is not None:
         created, checkpoint_id = before
         query = query.where(

@@ -122,10 +122,11 @@ class WriteContext:
         query = select(t.c.event_head).where(t.c.namespace == namespace).with_for_update()
         head = self.conn.execute(query).scalar()
         if head is None:
-            ins = (postgresql.insert(t) if self.dialect == "postgresql" else sqlite.insert(t))
+            ins = postgresql.insert(t) if self.dialect == "postgresql" else sqlite.insert(t)
             self.conn.execute(
-                ins.values(namespace=namespace, event_head=0, created_at=self.now)
-                .on_conflict_do_nothing(index_elements=["namespace"])
+                ins.values(
+                    namespace=namespace, event_head=0, created_at=self.now
+                ).on_conflict_do_nothing(index_elements=["namespace"])
             )
             head = self.conn.execute(query).scalar_one()
         return int(head)
@@ -161,8 +162,12 @@ class Database:
             self.write_engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN IMMEDIATE", echo, 1)
         else:
             self.engine = create_engine(
-                url, echo=echo, pool_size=read_threads + 1, max_overflow=4,
-                pool_pre_ping=False, pool_recycle=3600,
+                url,
+                echo=echo,
+                pool_size=read_threads + 1,
+                max_overflow=4,
+                pool_pre_ping=False,
+                pool_recycle=3600,
             )
             self.write_engine = self.engine
         self._reads = concurrent.futures.ThreadPoolExecutor(read_threads, "stateward-read")
@@ -176,7 +181,9 @@ class Database:
     # -- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, name="stateward-writer", daemon=True)
+            self._writer = threading.Thread(
+                target=self._write_loop, name="stateward-writer", daemon=True
+            )
             self._writer.start()
 
     def close(self) -> None:
@@ -189,7 +196,7 @@ class Database:
         self.engine.dispose()
 
     def on_commit(self, listener: Callable[[list[EventDraft]], None]) -> None:
-        """Call ``listener(events)`` from the writer thread after every commit that emitted events."""
+        """Call ``listener(events)`` in the writer thread after each commit that emitted events."""
         self._commit_listeners.append(listener)
 
     # -- reads and writes ----------------------------------------------------------
@@ -297,7 +304,9 @@ class Database:
             else:
                 job.future.set_result(result)
 
-    def _run_job(self, conn: Connection, batch: _Batch, job: _Job) -> tuple[_Job, Any, BaseException | None]:
+    def _run_job(
+        self, conn: Connection, batch: _Batch, job: _Job
+    ) -> tuple[_Job, Any, BaseException | None]:
         heads = dict(batch.heads)
         n_events, n_callbacks = len(batch.events), len(batch.callbacks)
         savepoint = conn.begin_nested()
@@ -326,8 +335,17 @@ class Database:
             conn.execute(update(t).where(t.c.namespace == namespace).values(event_head=head))
 
 
-_EVENT_COLUMNS = ("namespace", "sequence", "type", "agent_id", "run_id", "task_run_id", "data",
-                  "created_at", "client_time")
+_EVENT_COLUMNS = (
+    "namespace",
+    "sequence",
+    "type",
+    "agent_id",
+    "run_id",
+    "task_run_id",
+    "data",
+    "created_at",
+    "client_time",
+)
 # PostgreSQL: one statement whatever the batch size, each column bound as one array.
 _PG_INSERT_EVENTS = (
     f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) SELECT * FROM unnest("
@@ -355,8 +373,17 @@ def _insert_events(conn: Connection, dialect: str, drafts: list[EventDraft]) -> 
         chunk = drafts[start : start + _SQLITE_ROWS]
         params: list[Any] = []
         for d in chunk:
-            params += (d.namespace, d.sequence, d.type, d.agent_id, d.run_id, d.task_run_id,
-                       d.data, d.created_at, d.client_time)
+            params += (
+                d.namespace,
+                d.sequence,
+                d.type,
+                d.agent_id,
+                d.run_id,
+                d.task_run_id,
+                d.data,
+                d.created_at,
+                d.client_time,
+            )
         conn.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(params))
 
 

@@ -11,8 +11,12 @@ from stateward.storage import schema
 t = schema.labels
 
 
-def replace(conn: Connection, namespace: str, kind: str, owner_id: str, labels: Mapping[str, str]) -> None:
-    conn.execute(delete(t).where(t.c.namespace == namespace, t.c.kind == kind, t.c.owner_id == owner_id))
+def replace(
+    conn: Connection, namespace: str, kind: str, owner_id: str, labels: Mapping[str, str]
+) -> None:
+    conn.execute(
+        delete(t).where(t.c.namespace == namespace, t.c.kind == kind, t.c.owner_id == owner_id)
+    )
     if labels:
         conn.execute(
             insert(t),
@@ -24,10 +28,14 @@ def replace(conn: Connection, namespace: str, kind: str, owner_id: str, labels: 
 
 
 def remove(conn: Connection, namespace: str, kind: str, owner_id: str) -> None:
-    conn.execute(delete(t).where(t.c.namespace == namespace, t.c.kind == kind, t.c.owner_id == owner_id))
+    conn.execute(
+        delete(t).where(t.c.namespace == namespace, t.c.kind == kind, t.c.owner_id == owner_id)
+    )
 
 
-def matching(namespace: str, kind: str, owner: ColumnElement, labels: Mapping[str, str]) -> list[ColumnElement[bool]]:
+def matching(
+    namespace: str, kind: str, owner: ColumnElement, labels: Mapping[str, str]
+) -> list[ColumnElement[bool]]:
     """WHERE clauses keeping owners that carry every label in ``labels``."""
     return [
         exists(

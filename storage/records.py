@@ -80,11 +80,20 @@ def error_from_row(row: Any) -> ErrorRecord | None:
 
 def error_columns(error: ErrorRecord | None) -> dict[str, Any]:
     if error is None:
-        return dict(error_message=None, error_kind=None, error_retryable=None,
-                    error_details=None, error_at=None)
-    return dict(error_message=error.message, error_kind=error.kind,
-                error_retryable=error.retryable, error_details=error.details,
-                error_at=error.at)
+        return dict(
+            error_message=None,
+            error_kind=None,
+            error_retryable=None,
+            error_details=None,
+            error_at=None,
+        )
+    return dict(
+        error_message=error.message,
+        error_kind=error.kind,
+        error_retryable=error.retryable,
+        error_details=error.details,
+        error_at=error.at,
+    )
 
 
 def dump_labels(labels: dict[str, str]) -> str:

@@ -86,7 +86,9 @@ labels = Table(
 transitions = Table(
     "transitions",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("namespace", NS, nullable=False),
     Column("agent_id", ID, nullable=False),
     Column("from_status", String(16)),

@@ -94,7 +94,9 @@ class InvalidTransition(FailedPrecondition):
 class Conflict(DomainError):
     reason = "CONFLICT"
 
-    def __init__(self, message: str, *, reason: str = "CONFLICT", metadata: dict[str, str] | None = None):
+    def __init__(
+        self, message: str, *, reason: str = "CONFLICT", metadata: dict[str, str] | None = None
+    ):
         super().__init__(message, metadata=metadata)
         self.reason = reason
 

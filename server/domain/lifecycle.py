@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     CREATED = "CREATED"
     INITIALIZED = "INITIALIZED"
     ACTIVE = "ACTIVE"
@@ -24,7 +24,7 @@ ALLOWED: dict[Status, tuple[Status, ...]] = {
 }
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """A lifecycle RPC: the target it moves to and the statuses it may start from."""
 
     INITIALIZE = "initialize"

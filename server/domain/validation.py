@@ -49,7 +49,9 @@ def check_request_id(v: Violations, value: str) -> None:
         v.add("request_id", "must be 1 to 128 printable ASCII characters without spaces")
 
 
-def check_text(v: Violations, field: str, value: str, limit: int, *, required: bool = False) -> None:
+def check_text(
+    v: Violations, field: str, value: str, limit: int, *, required: bool = False
+) -> None:
     if required and not value:
         v.add(field, "is required")
     elif len(value) > limit:
@@ -64,9 +66,14 @@ def check_labels(v: Violations, field: str, labels: Mapping[str, str]) -> None:
         return
     for key, value in labels.items():
         if not key or len(key) > MAX_LABEL_TEXT or "\x00" in key:
-            v.add(f"{field}[{key[:32]!r}]", f"keys must be 1 to {MAX_LABEL_TEXT} characters, no NUL")
+            v.add(
+                f"{field}[{key[:32]!r}]", f"keys must be 1 to {MAX_LABEL_TEXT} characters, no NUL"
+            )
         if len(value) > MAX_LABEL_TEXT or "\x00" in value:
-            v.add(f"{field}[{key[:32]!r}]", f"values must be at most {MAX_LABEL_TEXT} characters, no NUL")
+            v.add(
+                f"{field}[{key[:32]!r}]",
+                f"values must be at most {MAX_LABEL_TEXT} characters, no NUL",
+            )
 
 
 def check_page_size(v: Violations, page_size: int) -> int:

@@ -40,7 +40,9 @@ def replay(request: Message, method: str, encode: Callable[[Any], Message]) -> R
     if not request_id:
         return None
     fingerprint = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
-    return Replay(request_id, method, fingerprint, lambda result: encode(result).SerializeToString())
+    return Replay(
+        request_id, method, fingerprint, lambda result: encode(result).SerializeToString()
+    )
 
 
 def respond(result: Any, response_type: type[M], build: Callable[[Any], M]) -> M:

@@ -63,13 +63,17 @@ def to_status(error: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     if isinstance(error, domain.InvalidArgument):
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in error.violations
             ]
         )
         status.details.append(_pack(bad))
     elif isinstance(error, domain.DomainError):
-        info = error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata)
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=DOMAIN, metadata=error.metadata
+        )
         status.details.append(_pack(info))
         if isinstance(error, domain.FailedPrecondition) and error.subject:
             failure = error_details_pb2.PreconditionFailure(

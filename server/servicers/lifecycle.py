@@ -22,13 +22,19 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         self.service = service
 
     @unary
-    async def CreateAgent(self, request: pb.CreateAgentRequest, context: Ctx) -> pb.CreateAgentResponse:
+    async def CreateAgent(
+        self, request: pb.CreateAgentRequest, context: Ctx
+    ) -> pb.CreateAgentResponse:
         def build(record):  # type: ignore[no-untyped-def]
             return pb.CreateAgentResponse(agent=convert.agent(record))
 
         result = await self.service.create(
-            namespace(context), request.agent_id, request.type, request.config_json,
-            dict(request.labels), replay(request, "CreateAgent", build),
+            namespace(context),
+            request.agent_id,
+            request.type,
+            request.config_json,
+            dict(request.labels),
+            replay(request, "CreateAgent", build),
         )
         return respond(result, pb.CreateAgentResponse, build)
 
@@ -38,60 +44,91 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         return pb.GetAgentResponse(agent=convert.agent(record))
 
     @unary
-    async def ListAgents(self, request: pb.ListAgentsRequest, context: Ctx) -> pb.ListAgentsResponse:
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: Ctx
+    ) -> pb.ListAgentsResponse:
         status = convert.AGENT_STATUS_NAME.get(request.status) if request.status else None
         if request.status and status is None:  # open proto3 enum: unknown numbers arrive as-is
             raise InvalidArgument.one(
                 "status", f"is not a known AgentStatus (got {request.status})"
             )
         records, token = await self.service.list(
-            namespace(context), status=status, type=request.type, labels=dict(request.labels),
-            page_size=request.page_size, page_token=request.page_token,
+            namespace(context),
+            status=status,
+            type=request.type,
+            labels=dict(request.labels),
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
-        return pb.ListAgentsResponse(agents=[convert.agent(r) for r in records], next_page_token=token)
+        return pb.ListAgentsResponse(
+            agents=[convert.agent(r) for r in records], next_page_token=token
+        )
 
     @unary
-    async def UpdateAgent(self, request: pb.UpdateAgentRequest, context: Ctx) -> pb.UpdateAgentResponse:
+    async def UpdateAgent(
+        self, request: pb.UpdateAgentRequest, context: Ctx
+    ) -> pb.UpdateAgentResponse:
         def build(record):  # type: ignore[no-untyped-def]
             return pb.UpdateAgentResponse(agent=convert.agent(record))
 
         result = await self.service.update(
-            namespace(context), request.agent_id, etag=request.etag,
+            namespace(context),
+            request.agent_id,
+            etag=request.etag,
             config=request.config_json if request.update_config else None,
             labels=dict(request.labels) if request.update_labels else None,
             replay=replay(request, "UpdateAgent", build),
         )
         return respond(result, pb.UpdateAgentResponse, build)
 
-    async def _transition(self, request, context: Ctx, action: Action, response_type, *, error=None):  # type: ignore[no-untyped-def]
+    async def _transition(
+        self, request, context: Ctx, action: Action, response_type, *, error=None
+    ):  # type: ignore[no-untyped-def]
         def build(result: TransitionResult):  # type: ignore[no-untyped-def]
-            return response_type(agent=convert.agent(result.agent),
-                                 transition=convert.transition(result.transition))
+            return response_type(
+                agent=convert.agent(result.agent), transition=convert.transition(result.transition)
+            )
 
         result = await self.service.transition(
-            namespace(context), request.agent_id, action, reason=getattr(request, "reason", ""),
-            error=error, replay=replay(request, type(request).__name__, build),
+            namespace(context),
+            request.agent_id,
+            action,
+            reason=getattr(request, "reason", ""),
+            error=error,
+            replay=replay(request, type(request).__name__, build),
         )
         return respond(result, response_type, build)
 
     @unary
-    async def InitializeAgent(self, request: pb.InitializeAgentRequest, context: Ctx) -> pb.InitializeAgentResponse:
-        return await self._transition(request, context, Action.INITIALIZE, pb.InitializeAgentResponse)
+    async def InitializeAgent(
+        self, request: pb.InitializeAgentRequest, context: Ctx
+    ) -> pb.InitializeAgentResponse:
+        return await self._transition(
+            request, context, Action.INITIALIZE, pb.InitializeAgentResponse
+        )
 
     @unary
-    async def ActivateAgent(self, request: pb.ActivateAgentRequest, context: Ctx) -> pb.ActivateAgentResponse:
+    async def ActivateAgent(
+        self, request: pb.ActivateAgentRequest, context: Ctx
+    ) -> pb.ActivateAgentResponse:
         return await self._transition(request, context, Action.ACTIVATE, pb.ActivateAgentResponse)
 
     @unary
-    async def PauseAgent(self, request: pb.PauseAgentRequest, context: Ctx) -> pb.PauseAgentResponse:
+    async def PauseAgent(
+        self, request: pb.PauseAgentRequest, context: Ctx
+    ) -> pb.PauseAgentResponse:
         return await self._transition(request, context, Action.PAUSE, pb.PauseAgentResponse)
 
     @unary
-    async def ResumeAgent(self, request: pb.ResumeAgentRequest, context: Ctx) -> pb.ResumeAgentResponse:
+    async def ResumeAgent(
+        self, request: pb.ResumeAgentRequest, context: Ctx
+    ) -> pb.ResumeAgentResponse:
         return await self._transition(request, context, Action.RESUME, pb.ResumeAgentResponse)
 
     @unary
-    async def TerminateAgent(self, request: pb.TerminateAgentRequest, context: Ctx) -> pb.TerminateAgentResponse:
+    async def TerminateAgent(
+        self, request: pb.TerminateAgentRequest, context: Ctx
+    ) -> pb.TerminateAgentResponse:
         return await self._transition(request, context, Action.TERMINATE, pb.TerminateAgentResponse)
 
     @unary
@@ -106,11 +143,15 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         )
 
     @unary
-    async def ResetAgent(self, request: pb.ResetAgentRequest, context: Ctx) -> pb.ResetAgentResponse:
+    async def ResetAgent(
+        self, request: pb.ResetAgentRequest, context: Ctx
+    ) -> pb.ResetAgentResponse:
         return await self._transition(request, context, Action.RESET, pb.ResetAgentResponse)
 
     @unary
-    async def DeleteAgent(self, request: pb.DeleteAgentRequest, context: Ctx) -> pb.DeleteAgentResponse:
+    async def DeleteAgent(
+        self, request: pb.DeleteAgentRequest, context: Ctx
+    ) -> pb.DeleteAgentResponse:
         def build(agent_id: str) -> pb.DeleteAgentResponse:
             return pb.DeleteAgentResponse(agent_id=agent_id)
 
@@ -124,7 +165,9 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         self, request: pb.ListTransitionsRequest, context: Ctx
     ) -> pb.ListTransitionsResponse:
         records, token = await self.service.list_transitions(
-            namespace(context), request.agent_id, page_size=request.page_size,
+            namespace(context),
+            request.agent_id,
+            page_size=request.page_size,
             page_token=request.page_token,
         )
         return pb.ListTransitionsResponse(

@@ -286,7 +286,11 @@ class CheckpointService:
         before = (cursor[0], cursor[1]) if cursor else None
         found = await self.db.read(
             lambda conn: rows.list_page(
-                conn, namespace, agent_id=agent_id or None, before=before, limit=size,
+                conn,
+                namespace,
+                agent_id=agent_id or None,
+                before=before,
+                limit=size,
                 labels=labels,
             )
         )

@@ -39,7 +39,9 @@ class Stored:
     response: bytes
 
 
-def guarded(namespace: str, replay: Replay | None, fn: Callable[[WriteContext], T]) -> Callable[[WriteContext], T | Stored]:
+def guarded(
+    namespace: str, replay: Replay | None, fn: Callable[[WriteContext], T]
+) -> Callable[[WriteContext], T | Stored]:
     """Wrap a write so a retried request_id returns the first answer instead of writing again."""
     if replay is None or not replay.request_id:
         return fn
@@ -55,7 +57,9 @@ def guarded(namespace: str, replay: Replay | None, fn: Callable[[WriteContext], 
                 )
             return Stored(previous.response)
         result = fn(ctx)
-        answer = stored_answers.StoredAnswer(replay.method, replay.fingerprint, replay.encode(result))
+        answer = stored_answers.StoredAnswer(
+            replay.method, replay.fingerprint, replay.encode(result)
+        )
         stored_answers.put(ctx.conn, namespace, replay.request_id, answer, ctx.now)
         return result
 

@@ -15,7 +15,14 @@ from stateward.server.domain.errors import (
     NotFound,
     Violations,
 )
-from stateward.server.domain.lifecycle import ACTIONS, STAMPS, Action, Status, allowed_targets, target_of
+from stateward.server.domain.lifecycle import (
+    ACTIONS,
+    STAMPS,
+    Action,
+    Status,
+    allowed_targets,
+    target_of,
+)
 from stateward.server.services.idempotency import Replay, Stored, guarded
 from stateward.storage import Database, DuplicateKey, WriteContext
 from stateward.storage import agents as agent_rows
@@ -61,9 +68,17 @@ class LifecycleService:
 
         def write(ctx: WriteContext) -> AgentRecord:
             record = AgentRecord(
-                namespace=namespace, agent_id=agent_id, type=type, config=config,
-                labels=dict(labels), status=Status.CREATED.value, generation=1,
-                state_version=0, state_last_version=0, created_at=ctx.now, updated_at=ctx.now,
+                namespace=namespace,
+                agent_id=agent_id,
+                type=type,
+                config=config,
+                labels=dict(labels),
+                status=Status.CREATED.value,
+                generation=1,
+                state_version=0,
+                state_last_version=0,
+                created_at=ctx.now,
+                updated_at=ctx.now,
             )
             if agent_rows.get(ctx.conn, namespace, agent_id) is not None:
                 raise AlreadyExists(f"agent {agent_id!r} already exists")
@@ -71,11 +86,25 @@ class LifecycleService:
                 agent_rows.insert_agent(ctx.conn, record)
             except DuplicateKey:  # another replica won the race
                 raise AlreadyExists(f"agent {agent_id!r} already exists") from None
-            event = ctx.emit(namespace, "agent.created", _event_data(type=type, status="CREATED"), agent_id=agent_id)
+            event = ctx.emit(
+                namespace,
+                "agent.created",
+                _event_data(type=type, status="CREATED"),
+                agent_id=agent_id,
+            )
             agent_rows.add_transition(
                 ctx.conn,
-                TransitionRecord(0, namespace, agent_id, None, "CREATED", "created",
-                                 replay.request_id if replay else "", event.sequence, ctx.now),
+                TransitionRecord(
+                    0,
+                    namespace,
+                    agent_id,
+                    None,
+                    "CREATED",
+                    "created",
+                    replay.request_id if replay else "",
+                    event.sequence,
+                    ctx.now,
+                ),
             )
             return record
 
@@ -110,8 +139,13 @@ class LifecycleService:
         after = cursor[0] if cursor else None
         rows = await self.db.read(
             lambda conn: agent_rows.list_page(
-                conn, namespace, status=status, type=type or None, labels=labels,
-                after_id=after, limit=size,
+                conn,
+                namespace,
+                status=status,
+                type=type or None,
+                labels=labels,
+                after_id=after,
+                limit=size,
             )
         )
         if len(rows) > size:
@@ -155,12 +189,22 @@ class LifecycleService:
             if record.status == Status.TERMINATED.value:
                 raise FailedPrecondition(
                     f"agent {agent_id!r} is TERMINATED and can no longer be updated",
-                    reason="AGENT_TERMINATED", subject=f"agents/{agent_id}",
+                    reason="AGENT_TERMINATED",
+                    subject=f"agents/{agent_id}",
                 )
-            if not agent_rows.update_fields(ctx.conn, record, ctx.now, config=config, labels=labels):
-                raise Conflict(f"agent {agent_id!r} changed concurrently; retry", reason="ETAG_MISMATCH",
-                               metadata={"current_etag": record.etag})
-            changed = [name for name, value in (("config", config), ("labels", labels)) if value is not None]
+            if not agent_rows.update_fields(
+                ctx.conn, record, ctx.now, config=config, labels=labels
+            ):
+                raise Conflict(
+                    f"agent {agent_id!r} changed concurrently; retry",
+                    reason="ETAG_MISMATCH",
+                    metadata={"current_etag": record.etag},
+                )
+            changed = [
+                name
+                for name, value in (("config", config), ("labels", labels))
+                if value is not None
+            ]
             ctx.emit(namespace, "agent.updated", _event_data(changed=changed), agent_id=agent_id)
             return record
 
@@ -195,28 +239,52 @@ class LifecycleService:
             target = target_of(action, current)
             if target is None:
                 wanted = ACTIONS[action][0]
-                raise InvalidTransition(agent_id, current.value, wanted.value,
-                                        [s.value for s in allowed_targets(current)])
-            stamped = ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now) if error else None
-            if not agent_rows.set_status(ctx.conn, record, target.value, ctx.now,
-                                         stamp=STAMPS.get(target), error=stamped):
+                raise InvalidTransition(
+                    agent_id,
+                    current.value,
+                    wanted.value,
+                    [s.value for s in allowed_targets(current)],
+                )
+            stamped = (
+                ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now)
+                if error
+                else None
+            )
+            if not agent_rows.set_status(
+                ctx.conn, record, target.value, ctx.now, stamp=STAMPS.get(target), error=stamped
+            ):
                 # Only reachable on PostgreSQL with another replica racing us.
-                raise Conflict(f"agent {agent_id!r} changed concurrently; retry", reason="CONCURRENT_UPDATE")
+                raise Conflict(
+                    f"agent {agent_id!r} changed concurrently; retry", reason="CONCURRENT_UPDATE"
+                )
             data = {"from": current.value, "to": target.value, "reason": reason or action.value}
             if stamped is not None:
                 data["error"] = stamped.message
                 data["error_kind"] = stamped.kind
-            event = ctx.emit(namespace, "agent.transitioned", _event_data(**data), agent_id=agent_id)
+            event = ctx.emit(
+                namespace, "agent.transitioned", _event_data(**data), agent_id=agent_id
+            )
             transition = agent_rows.add_transition(
                 ctx.conn,
-                TransitionRecord(0, namespace, agent_id, current.value, target.value,
-                                 reason or action.value, request_id, event.sequence, ctx.now),
+                TransitionRecord(
+                    0,
+                    namespace,
+                    agent_id,
+                    current.value,
+                    target.value,
+                    reason or action.value,
+                    request_id,
+                    event.sequence,
+                    ctx.now,
+                ),
             )
             return TransitionResult(record, transition)
 
         return await self.db.write(guarded(namespace, replay, write))
 
-    async def delete(self, namespace: str, agent_id: str, replay: Replay | None = None) -> str | Stored:
+    async def delete(
+        self, namespace: str, agent_id: str, replay: Replay | None = None
+    ) -> str | Stored:
         v = Violations()
         check.check_id(v, "agent_id", agent_id)
         check.check_request_id(v, replay.request_id if replay else "")
@@ -230,7 +298,8 @@ class LifecycleService:
                 raise FailedPrecondition(
                     f"agent {agent_id!r} is {record.status}; only TERMINATED agents can be deleted "
                     "(terminate it first)",
-                    reason="AGENT_NOT_TERMINATED", subject=f"agents/{agent_id}",
+                    reason="AGENT_NOT_TERMINATED",
+                    subject=f"agents/{agent_id}",
                     metadata={"current_status": record.status},
                 )
             agent_rows.delete_agent(ctx.conn, namespace, agent_id)
@@ -253,11 +322,12 @@ class LifecycleService:
         def read(conn):  # type: ignore[no-untyped-def]
             if agent_rows.get(conn, namespace, agent_id) is None:
                 raise _not_found(agent_id)
-            return agent_rows.list_transitions(conn, namespace, agent_id, after_id=after, limit=size)
+            return agent_rows.list_transitions(
+                conn, namespace, agent_id, after_id=after, limit=size
+            )
 
         rows = await self.db.read(read)
         if len(rows) > size:
             rows = rows[:size]
             return rows, paging.encode(digest, [rows[-1].id])
         return rows, ""
-

@@ -50,7 +50,13 @@ class PostgresCluster:
         self._prefix: list[str] = []
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
-            self._prefix = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups", "--"]
+            self._prefix = [
+                "setpriv",
+                f"--reuid={user.pw_uid}",
+                f"--regid={user.pw_gid}",
+                "--init-groups",
+                "--",
+            ]
             self.sockets.mkdir()
             for path in (self.root, self.sockets):
                 os.chown(path, user.pw_uid, user.pw_gid)
@@ -58,17 +64,42 @@ class PostgresCluster:
             self.sockets.mkdir()
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self._prefix, *args], capture_output=True, text=True, check=check, timeout=120)
+        return subprocess.run(
+            [*self._prefix, *args], capture_output=True, text=True, check=check, timeout=120
+        )
 
     def start(self) -> PostgresCluster:
         try:
             if not self.data.exists():
-                self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "stateward",
-                          "-A", "trust", "-E", "UTF8", "--no-sync")
-            options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
-                       f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200")
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                      "-t", "60", "start", "-o", options)
+                self._run(
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "stateward",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                )
+            options = (
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} "
+                f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
+            )
+            self._run(
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+                "-o",
+                options,
+            )
         except (subprocess.CalledProcessError, OSError) as error:
             detail = getattr(error, "stderr", "") or str(error)
             log_text = self.log.read_text()[-2000:] if self.log.exists() else ""
@@ -76,7 +107,9 @@ class PostgresCluster:
         return self
 
     def stop(self, mode: str = "fast") -> None:
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=False
+        )
 
     def destroy(self) -> None:
         self.stop("immediate")
@@ -90,7 +123,8 @@ class PostgresCluster:
         import psycopg
 
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=stateward dbname=postgres",
-                             autocommit=True) as conn:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=stateward dbname=postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)

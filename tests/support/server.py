@@ -30,7 +30,9 @@ class ServerThread:
     def __init__(self, settings: Settings) -> None:
         self.settings = replace(settings, listen=settings.listen or "127.0.0.1:0")
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="test-server")
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, daemon=True, name="test-server"
+        )
         self.thread.start()
         self.server: StatewardServer | None = None
         self.port = 0
@@ -75,7 +77,9 @@ def wait_serving(target: str, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         try:
             with grpc.insecure_channel(target) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
         except grpc.RpcError as error:
@@ -98,9 +102,20 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        command = [sys.executable, "-c", "from stateward.client.cli import main; raise SystemExit(main())",
-                   "serve", "--listen", self.target, "--log-level", "WARNING", *self.args]
-        self.proc = subprocess.Popen(command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        command = [
+            sys.executable,
+            "-c",
+            "from stateward.client.cli import main; raise SystemExit(main())",
+            "serve",
+            "--listen",
+            self.target,
+            "--log-level",
+            "WARNING",
+            *self.args,
+        ]
+        self.proc = subprocess.Popen(
+            command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             wait_serving(self.target, timeout)
         except TimeoutError:
