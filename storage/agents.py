@@ -203,7 +203,9 @@ def add_transition(conn: Connection, record: TransitionRecord) -> TransitionReco
             created_at=record.created_at,
         )
     )
-    record.id = int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    record.id = int(key[0])
     return record
 
 

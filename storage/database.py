@@ -298,9 +298,9 @@ class Database:
                     listener(batch.events)
                 except Exception:
                     log.exception("commit listener failed")
-        for job, result, error in outcomes:
-            if error is not None:
-                job.future.set_exception(error)
+        for job, result, refused in outcomes:
+            if refused is not None:
+                job.future.set_exception(refused)
             else:
                 job.future.set_result(result)
 

@@ -39,6 +39,7 @@ def translate(error: BaseException) -> BaseException:
     text = str(error).lower()
     if any(marker in text for marker in _FULL_MARKERS):
         return StorageFull("the database has no space left to write")
+    orig = getattr(error, "orig", None)
     if isinstance(error, sa_exc.IntegrityError):
-        return DuplicateKey(str(error.orig) if error.orig else str(error))
-    return StorageUnavailable(f"database error: {type(error.orig or error).__name__}")
+        return DuplicateKey(str(orig) if orig else str(error))
+    return StorageUnavailable(f"database error: {type(orig or error).__name__}")

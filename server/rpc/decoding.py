@@ -54,14 +54,14 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
                 yield message
 
         if handler.unary_unary:
-            unary_unary = handler.unary_unary
+            unary_unary: Any = handler.unary_unary  # an async callable; the stubs type it sync
 
             async def uu(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
                 return await unary_unary(await one(raw, context), context)
 
             return grpc.unary_unary_rpc_method_handler(uu, None, out)
         if handler.unary_stream:
-            unary_stream = handler.unary_stream
+            unary_stream: Any = handler.unary_stream  # an async callable; the stubs type it sync
 
             async def us(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 replies = unary_stream(await one(raw, context), context)
@@ -73,13 +73,13 @@ class DecodeGuardInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(us, None, out)
         if handler.stream_unary:
-            stream_unary = handler.stream_unary
+            stream_unary: Any = handler.stream_unary  # an async callable; the stubs type it sync
 
             async def su(raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
                 return await stream_unary(each(raw, context), context)
 
             return grpc.stream_unary_rpc_method_handler(su, None, out)
-        stream_stream = handler.stream_stream
+        stream_stream: Any = handler.stream_stream
 
         async def ss(
             raw: AsyncIterator[bytes], context: grpc.aio.ServicerContext

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from stateward.server.deps import Deps
@@ -52,7 +54,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
             raise InvalidArgument.one(
                 "status", f"is not a known AgentStatus (got {request.status})"
             )
-        records, token = await self.service.list(
+        records, token = await self.service.list_agents(
             namespace(context),
             status=status,
             type=request.type,
@@ -82,9 +84,15 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
         return respond(result, pb.UpdateAgentResponse, build)
 
     async def _transition(
-        self, request, context: Ctx, action: Action, response_type, *, error=None
-    ):  # type: ignore[no-untyped-def]
-        def build(result: TransitionResult):  # type: ignore[no-untyped-def]
+        self,
+        request: Any,
+        context: Ctx,
+        action: Action,
+        response_type: Any,
+        *,
+        error: ErrorRecord | None = None,
+    ) -> Any:
+        def build(result: TransitionResult) -> Any:
             return response_type(
                 agent=convert.agent(result.agent), transition=convert.transition(result.transition)
             )

@@ -119,7 +119,7 @@ class LifecycleService:
             raise _not_found(agent_id)
         return record
 
-    async def list(
+    async def list_agents(
         self,
         namespace: str,
         *,
@@ -257,7 +257,11 @@ class LifecycleService:
                 raise Conflict(
                     f"agent {agent_id!r} changed concurrently; retry", reason="CONCURRENT_UPDATE"
                 )
-            data = {"from": current.value, "to": target.value, "reason": reason or action.value}
+            data: dict[str, object] = {
+                "from": current.value,
+                "to": target.value,
+                "reason": reason or action.value,
+            }
             if stamped is not None:
                 data["error"] = stamped.message
                 data["error_kind"] = stamped.kind
