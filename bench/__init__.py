@@ -1,0 +1,1 @@
+"""Benchmark harness for Stateward: load generator, ceilings and scenarios (see README.md)."""
