@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
+from stateward.server import metrics
 from stateward.server.cache import ByteLRU
 from stateward.server.config import ConfigError
 from stateward.server.deps import Deps
@@ -144,16 +145,18 @@ class StateService:
         self._check_document(v, "document_json", document)
         _check_expected_version(v, expected_version)
         if schema_version < 0:
-            v.add("schema_version", f"must be 0 (meaning 1) or more (got {schema_version})")
+            v.add("schema_version", f"must be 0 (the current shape) or more (got {schema_version})")
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
-        schema_version = schema_version or 1
         await self._refuse_if_stale(namespace, agent_id, expected_version, replay)
 
         def write(ctx: WriteContext) -> StateRecord:
             head = self._writable_head(ctx.conn, namespace, agent_id)
             _compare(agent_id, head, expected_version)
-            return self._commit_version(ctx, head, document, schema_version, "state.saved")
+            # 0 means "the shape this agent type has now": the newest registered schema
+            # version, so a fresh document is never "upgraded" again on read.
+            shape = schema_version or self.registry.target(head.type)
+            return self._commit_version(ctx, head, document, shape, "state.saved")
 
         return await self.db.write(guarded(namespace, replay, write))
 
@@ -726,6 +729,7 @@ def state_service(deps: Deps) -> StateService:
     if not isinstance(cache, ByteLRU):
         cache = ByteLRU(settings.cache_bytes)
         deps.extras["state_cache"] = cache
+    metrics.watch_cache("state", cache)
     service = StateService(
         deps.db,
         cache=cache,

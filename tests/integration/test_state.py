@@ -666,7 +666,7 @@ def test_schema_migrations_on_read_and_in_bulk(state: StateStub, agents: AgentSt
 
 def test_a_failing_migration_is_a_failed_precondition(state: StateStub, agents: AgentStub) -> None:
     create(agents, "old-1", type="broken")
-    save(state, "old-1", {"a": 1})
+    save(state, "old-1", {"a": 1}, schema_version=1)
     for call, request in [
         (state.GetState, pb.GetStateRequest(agent_id="old-1")),
         (state.MigrateStates, pb.MigrateStatesRequest(agent_type="broken")),
@@ -860,3 +860,13 @@ async def test_no_lost_updates_under_concurrent_compare_and_set(settings: Settin
     finally:
         for replica in replicas:
             replica.close()
+
+
+def test_schema_version_zero_means_the_newest_shape_of_the_type(
+    state: StateStub, agents: AgentStub
+) -> None:
+    create(agents, "fresh-counter", type="counter")
+    saved = save(state, "fresh-counter", {"total": 3, "unit": "items"})
+    assert saved.schema_version == 3
+    read = get(state, "fresh-counter")
+    assert read.schema_version == 3 and document(read) == {"total": 3, "unit": "items"}
