@@ -35,10 +35,14 @@ class Deps:
             task = asyncio.create_task(self._supervise(job), name=getattr(job, "__name__", "job"))
             self._tasks.append(task)
 
-    async def stop_background(self) -> None:
+    async def stop_background(self, timeout: float = 10.0) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a job that ignores cancellation must not hold up shutdown forever.
+            _, stuck = await asyncio.wait(self._tasks, timeout=timeout)
+            for task in stuck:
+                log.error("background job %s ignored cancellation; abandoning it", task.get_name())
         self._tasks.clear()
 
     @staticmethod

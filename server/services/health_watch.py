@@ -41,7 +41,9 @@ class HealthWatch:
     async def probe(self) -> bool:
         """Whether the database answered within ``probe_timeout``."""
         try:
-            await asyncio.wait_for(self.db.read(_select_one), self.probe_timeout)
+            # asyncio.timeout, not wait_for, which on 3.11 can swallow a cancellation.
+            async with asyncio.timeout(self.probe_timeout):
+                await self.db.read(_select_one)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # any failure means: not answering

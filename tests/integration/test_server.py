@@ -225,6 +225,9 @@ def test_a_client_built_from_protos_walks_the_lifecycle(
         files = [f"{protos}/stateward/v1/{name}.proto" for name in ("common", "lifecycle")]
         assert protoc.main(["protoc", f"-I{protos}", f"-I{well_known}", f"--python_out={out}",
                             f"--grpc_python_out={out}", *files]) == 0
+        # Regular packages here shadow an installed stateward (a namespace package).
+        for package in ("stateward", "stateward/v1"):
+            open(os.path.join(out, package, "__init__.py"), "a").close()
         sys.path.insert(0, out)
         import grpc
         from stateward.v1 import lifecycle_pb2 as pb, lifecycle_pb2_grpc
