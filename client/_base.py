@@ -83,6 +83,7 @@ class BaseClient(LifecycleCalls, StateCalls, ExecutionCalls, RecoveryCalls):
         tls: TLSConfig | None = None,
         retry: RetryPolicy | None = None,
         channel_options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
     ) -> Self:
         """A client for the server at ``target``; see ``ClientOptions`` for each option.
 
@@ -98,6 +99,7 @@ class BaseClient(LifecycleCalls, StateCalls, ExecutionCalls, RecoveryCalls):
                 tls=tls,
                 retry=retry or RetryPolicy(),
                 channel_options=channel_options,
+                token=token,
             )
         )
 
@@ -136,10 +138,14 @@ class BaseClient(LifecycleCalls, StateCalls, ExecutionCalls, RecoveryCalls):
         return getattr(getattr(self.stubs, rpc.service), rpc.method)
 
     def _metadata(self, call: Prepared[Any], request_id: str) -> list[tuple[str, str | bytes]]:
-        """Namespace and request id, then client metadata, then the call's; a later key
-        replaces earlier ones."""
+        """Namespace, request id and token, then client metadata, then the call's; a later
+        key replaces earlier ones."""
         layers = [
-            [(NAMESPACE_KEY, self.options.namespace), (REQUEST_ID_KEY, request_id)],
+            [
+                (NAMESPACE_KEY, self.options.namespace),
+                (REQUEST_ID_KEY, request_id),
+                *self.options.auth_metadata(),
+            ],
             self.options.metadata,
             call.metadata,
         ]

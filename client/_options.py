@@ -19,6 +19,8 @@ MetadataLike = Sequence[tuple[str, str | bytes]] | Mapping[str, str | bytes]
 DEFAULT_TARGET = "127.0.0.1:50051"
 NAMESPACE_KEY = "x-stateward-namespace"
 """Request metadata key selecting the namespace."""
+AUTHORIZATION_KEY = "authorization"
+"""Request metadata key carrying ``Bearer <token>`` when the client has a token."""
 REQUEST_ID_KEY = "x-request-id"
 """Request metadata key with the call's id; the server logs it and returns it on errors."""
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -51,6 +53,10 @@ class TLSConfig:
         if self.server_name:
             return [("grpc.ssl_target_name_override", self.server_name)]
         return []
+
+
+def _printable_token(token: str) -> bool:
+    return bool(token) and all("!" <= char <= "~" for char in token)
 
 
 def _read(path: str | os.PathLike[str] | None, what: str) -> bytes | None:
@@ -145,6 +151,18 @@ class ClientOptions:
     """When and how to retry failed calls."""
     channel_options: Sequence[tuple[str, Any]] = ()
     """Extra gRPC channel arguments; they override the client's defaults."""
+    token: str | None = field(default=None, repr=False)
+    """Bearer token sent as ``authorization: Bearer <token>`` with every call (streams
+    included) when the server has auth on; None sends none. Never shown in reprs or errors."""
+
+    def __post_init__(self) -> None:
+        if self.token is not None and not _printable_token(self.token):
+            # The value itself is never repeated: it is a secret.
+            raise UsageError("the token must be non-empty printable ASCII without spaces")
+
+    def auth_metadata(self) -> list[tuple[str, str]]:
+        """``[("authorization", "Bearer <token>")]``, or nothing without a token."""
+        return [] if self.token is None else [(AUTHORIZATION_KEY, f"Bearer {self.token}")]
 
     def grpc_channel_options(self) -> list[tuple[str, Any]]:
         """The channel arguments: generous message limits, TLS name, then the caller's."""

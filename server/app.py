@@ -23,6 +23,7 @@ from stateward.server.security.policy import OpenMethods
 from stateward.server.servicers import execution, lifecycle, recovery, state
 from stateward.server.services.health_watch import HealthWatch
 from stateward.storage import Database, migrate
+from stateward.storage import events as event_log
 from stateward.v1 import execution_pb2, lifecycle_pb2, recovery_pb2, state_pb2
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,11 @@ class StatewardServer:
             self.metrics_server = metrics.MetricsServer(settings.metrics_listen)
             db.observer = metrics.observe_db
             db.on_commit(metrics.record_event_heads)
+
+            async def read_event_heads() -> None:  # the gauge is right before the first write
+                metrics.set_event_heads(await db.read(event_log.all_heads))
+
+            deps.startup.append(read_event_heads)
         await server.start()
         self._server = server
         log.info(

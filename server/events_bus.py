@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from stateward.server import metrics
 from stateward.server.domain.errors import ResourceExhausted, Unavailable
 from stateward.storage import Database, EventDraft
 from stateward.storage import events as event_log
@@ -135,6 +136,7 @@ class EventBus:
         sub = Subscription(namespace, flt, self.buffer)
         channel.subscribers.add(sub)
         self.count += 1
+        metrics.SUBSCRIBERS.inc()
         try:
             await asyncio.shield(channel.ready)
         except BaseException:
@@ -148,6 +150,7 @@ class EventBus:
             return
         channel.subscribers.discard(sub)
         self.count -= 1
+        metrics.SUBSCRIBERS.dec()
         if not channel.subscribers:
             del self._channels[sub.namespace]
             if channel.filler is not None:
@@ -241,6 +244,7 @@ class EventBus:
                 sub.armed = False  # overflow: the stream re-reads from the log
                 sub.buffer.clear()
                 self.overflows += 1
+                metrics.SUBSCRIBER_CATCHUPS.inc()
             else:
                 sub.buffer.extend(items)
             sub.wakeup.set()

@@ -10,7 +10,8 @@ stateward_rpc_handled_total        access-log interceptor (every RPC, per method
 stateward_rpc_duration_seconds     access-log interceptor
 stateward_rpc_in_flight            access-log interceptor (streams count while open)
 stateward_db_duration_seconds      ``Database.observer`` (read / write / commit)
-stateward_event_head_sequence      ``Database.on_commit`` listener installed by the app
+stateward_event_head_sequence      ``Database.on_commit`` listener installed by the app, and
+                                   ``set_event_heads`` at start-up (read from the database)
 stateward_subscribers              SubscribeEvents: ``SUBSCRIBERS.inc()`` on open, ``.dec()`` at end
 stateward_subscriber_lag_events    SubscribeEvents: ``SUBSCRIBER_LAG.observe(head - sent_sequence)``
                                    per delivered batch
@@ -18,8 +19,10 @@ stateward_subscriber_catchups      SubscribeEvents: ``SUBSCRIBER_CATCHUPS.inc()`
                                    subscriber overflows its buffer and reads from the log
 stateward_checkpoint_bytes_total   checkpoints: ``CHECKPOINT_BYTES.labels(direction="in").inc(n)``
                                    on upload/create, ``direction="out"`` on download
-stateward_cache_requests_total     caches: ``cache_hit("state")`` / ``cache_miss("state")``
-stateward_cache_hit_ratio          derived at scrape time from the counters above
+                                   (``CHECKPOINT_BYTES_IN`` / ``_OUT``, bound once)
+stateward_cache_requests_total     caches: ``watch_cache("state", cache)`` once; the cache's own
+                                   hit/miss counters are read at scrape time
+stateward_cache_hit_ratio          derived at scrape time from the same counters
 stateward_sweeper_actions_total    sweeper ``SWEEPER_ACTIONS.labels(action="task_timed_out").inc()``
 stateward_retention_actions_total  retention: ``RETENTION_ACTIONS.labels(action=...).inc(n)``
                                    with action checkpoint_pruned, run_archived, blob_collected
@@ -29,7 +32,9 @@ stateward_retention_actions_total  retention: ``RETENTION_ACTIONS.labels(action=
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -40,12 +45,13 @@ from prometheus_client import (
     disable_created_metrics,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from stateward.server.cache import ByteLRU
 from stateward.server.config import ConfigError
 from stateward.storage.database import EventDraft
 
@@ -130,12 +136,6 @@ CHECKPOINT_BYTES = Counter(
     ["direction"],
     registry=REGISTRY,
 )
-CACHE_REQUESTS = Counter(
-    "stateward_cache_requests",
-    "Hot-read cache lookups, by cache and result (hit or miss)",
-    ["cache", "result"],
-    registry=REGISTRY,
-)
 SWEEPER_ACTIONS = Counter(
     "stateward_sweeper_actions",
     "Actions taken by the lease sweeper",
@@ -149,41 +149,47 @@ RETENTION_ACTIONS = Counter(
     registry=REGISTRY,
 )
 
-for _direction in ("in", "out"):
-    CHECKPOINT_BYTES.labels(direction=_direction)
+# Bound once: the hot paths call .inc()/.observe() on these without a label lookup.
+CHECKPOINT_BYTES_IN = CHECKPOINT_BYTES.labels(direction="in")
+CHECKPOINT_BYTES_OUT = CHECKPOINT_BYTES.labels(direction="out")
+
+# Caches report by themselves: their own hit/miss counters are read at scrape time, so a
+# lookup costs nothing extra. Weak references: a stopped server's cache disappears.
+_CACHES: dict[str, weakref.WeakSet[ByteLRU[Any, Any]]] = {}
 
 
-def cache_hit(cache: str) -> None:
-    CACHE_REQUESTS.labels(cache=cache, result="hit").inc()
+def watch_cache(name: str, cache: ByteLRU[Any, Any]) -> None:
+    """Expose ``cache``'s hits and misses as ``stateward_cache_requests{cache=name}``."""
+    _CACHES.setdefault(name, weakref.WeakSet()).add(cache)
 
 
-def cache_miss(cache: str) -> None:
-    CACHE_REQUESTS.labels(cache=cache, result="miss").inc()
+class _CacheCollector(Collector):
+    """Lookups per cache and result, and the lifetime hit ratio (for a recent one use rate())."""
 
-
-class _CacheHitRatio(Collector):
-    """Lifetime hit ratio per cache; for a recent ratio use rate() over the counters."""
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        requests = CounterMetricFamily(
+            "stateward_cache_requests",
+            "Hot-read cache lookups, by cache and result (hit or miss)",
+            labels=["cache", "result"],
+        )
+        ratio = GaugeMetricFamily(
             "stateward_cache_hit_ratio",
             "Cache hits / lookups since start, per cache",
             labels=["cache"],
         )
-        totals: dict[str, list[float]] = {}
-        for metric in CACHE_REQUESTS.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    hits_total = totals.setdefault(sample.labels["cache"], [0.0, 0.0])
-                    hits_total[1] += sample.value
-                    if sample.labels["result"] == "hit":
-                        hits_total[0] += sample.value
-        for cache, (hits, total) in sorted(totals.items()):
-            family.add_metric([cache], hits / total if total else 0.0)
-        yield family
+        for name, caches in sorted(_CACHES.items()):
+            hits = misses = 0
+            for cache in list(caches):
+                hits += cache.hits
+                misses += cache.misses
+            requests.add_metric([name, "hit"], hits)
+            requests.add_metric([name, "miss"], misses)
+            ratio.add_metric([name], hits / (hits + misses) if hits + misses else 0.0)
+        yield requests
+        yield ratio
 
 
-REGISTRY.register(_CacheHitRatio())
+REGISTRY.register(_CacheCollector())
 
 
 # -- hooks the app installs ---------------------------------------------------------------
@@ -192,6 +198,12 @@ REGISTRY.register(_CacheHitRatio())
 def observe_db(kind: str, seconds: float) -> None:
     """``Database.observer``: called from the read pool and the writer thread."""
     DB_DURATION.labels(kind=kind).observe(seconds)
+
+
+def set_event_heads(heads: dict[str, int]) -> None:
+    """Start-up: each namespace's committed head, so the gauge is right before any write."""
+    for namespace, head in heads.items():
+        EVENT_HEAD.labels(namespace=namespace).set(head)
 
 
 def record_event_heads(events: list[EventDraft]) -> None:

@@ -75,6 +75,12 @@ def head(conn: Connection, namespace: str) -> int:
     return int(value or 0)
 
 
+def all_heads(conn: Connection) -> dict[str, int]:
+    """Every namespace's newest committed sequence (for the head gauge at start-up)."""
+    rows = conn.execute(select(n.c.namespace, n.c.event_head))
+    return {namespace: int(head or 0) for namespace, head in rows}
+
+
 def list_page(
     conn: Connection,
     namespace: str,

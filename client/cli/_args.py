@@ -146,6 +146,14 @@ def global_options(parser: argparse.ArgumentParser, *, defaults: dict[str, Any] 
         default=default("tls_key"),
         help="private key (PEM) of --tls-cert",
     )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=default("token"),
+        # The default (from the environment) is a secret: never shown in --help.
+        help="bearer token for a server with auth on (env STATEWARD_TOKEN, preferred: "
+        "a command line shows in ps and shell history)",
+    )
 
 
 SHARED = argparse.ArgumentParser(add_help=False)

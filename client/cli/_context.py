@@ -37,7 +37,11 @@ class Context:
             if args.tls_ca or args.tls_cert or args.tls_key:
                 tls = TLSConfig(args.tls_ca, args.tls_cert, args.tls_key)
             self._client = Client.connect(
-                args.target, timeout=args.timeout, namespace=args.namespace, tls=tls
+                args.target,
+                timeout=args.timeout,
+                namespace=args.namespace,
+                tls=tls,
+                token=args.token,
             )
         return self._client
 

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
             "tls_ca": None,
             "tls_cert": None,
             "tls_key": None,
+            "token": os.environ.get("STATEWARD_TOKEN") or None,
         },
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

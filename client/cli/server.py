@@ -1,4 +1,4 @@
-"""``stateward serve`` and ``stateward db``: handed to the server, imported only when used.
+"""``stateward serve``, ``db`` and ``token``: handed to the server, imported only when used.
 
 The client installs without the server's dependencies, so the server is
 imported inside the handlers; every argument after the command word goes to
@@ -21,6 +21,7 @@ def register(commands: Any) -> None:
     for name, handler, summary in (
         ("serve", _serve, "run the Stateward server (see 'stateward serve --help')"),
         ("db", _db, "manage the database schema: upgrade, current, check"),
+        ("token", _token, "make a bearer token and its hash for the tokens file: new, hash"),
     ):
         # No options of its own (not even -h): everything after the word is the server's.
         parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, add_help=False)
@@ -41,6 +42,14 @@ def _db(ctx: Context) -> int:
     except ImportError as exc:
         return _not_installed(exc)
     return _run(db_main, ctx)
+
+
+def _token(ctx: Context) -> int:
+    try:
+        from stateward.server.security.token_cli import token_main
+    except ImportError as exc:
+        return _not_installed(exc)
+    return _run(token_main, ctx)
 
 
 def _not_installed(exc: ImportError) -> int:

@@ -26,6 +26,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
+from stateward.server import metrics
 from stateward.server.domain import paging
 from stateward.server.domain import validation as check
 from stateward.server.domain.errors import (
@@ -248,6 +249,8 @@ class CheckpointService:
             raise
         if isinstance(result, Stored):  # a concurrent retry stored its checkpoint first
             await self._discard(info.key)
+        else:
+            metrics.CHECKPOINT_BYTES_IN.inc(info.size)
         return result
 
     async def _discard(self, key: str) -> None:
@@ -314,13 +317,16 @@ class CheckpointService:
     def _verified(self, record: CheckpointRecord) -> Iterator[bytes]:
         try:
             self._check_key(record)
-            yield from self.blobs.read(
+            sent = metrics.CHECKPOINT_BYTES_OUT
+            for chunk in self.blobs.read(
                 record.blob_key,
                 sha256=record.sha256,
                 size=record.size,
                 compression=record.compression,
                 stored_size=record.stored_size,
-            )
+            ):
+                sent.inc(len(chunk))
+                yield chunk
         except BlobCorrupt as error:
             raise DataLoss(f"checkpoint {record.checkpoint_id!r}: {error}") from error
 

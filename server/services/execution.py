@@ -11,6 +11,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import Connection
 
+from stateward.server import metrics
 from stateward.server.domain import paging
 from stateward.server.domain import runs as rules
 from stateward.server.domain import validation as check
@@ -734,6 +735,7 @@ class ExecutionService:
         interval = keepalive or DEFAULT_KEEPALIVE
         bus = self.bus
         encode = bus.encode
+        observe_lag = metrics.SUBSCRIBER_LAG.observe
         sub = await bus.subscribe(namespace, flt)
         try:
             position = after
@@ -762,18 +764,24 @@ class ExecutionService:
                             caught_up = True
                     continue
                 buffer = sub.buffer
-                while buffer and sub.armed:
-                    sequence, message = buffer.popleft()
-                    if sequence > position:
-                        position = sequence
-                        yield message
+                if buffer:
+                    while buffer and sub.armed:
+                        sequence, message = buffer.popleft()
+                        if sequence > position:
+                            position = sequence
+                            yield message
+                    # How far behind the newest published event this delivery left us.
+                    observe_lag(max(0, (bus.head_of(namespace) or position) - position))
                 if not sub.armed or bus.closed:
                     continue
                 sub.wakeup.clear()
                 if buffer:
                     continue
                 try:
-                    await asyncio.wait_for(sub.wakeup.wait(), interval)
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+                    # cancellation that races its timeout, keeping a stream alive on shutdown.
+                    async with asyncio.timeout(interval):
+                        await sub.wakeup.wait()
                 except TimeoutError:
                     head = await self.db.read(lambda conn: event_log.head(conn, namespace))
                     bus.saw_head(namespace, head)  # repairs a missed notification

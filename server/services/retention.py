@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from stateward.server import metrics
 from stateward.server.config import Settings
 from stateward.server.domain import validation as check
 from stateward.server.domain.errors import (
@@ -69,6 +70,11 @@ class ArchiveResult:
     runs: int = 0
     task_runs: int = 0
     events: int = 0
+
+
+_PRUNED = metrics.RETENTION_ACTIONS.labels(action="checkpoint_pruned")
+_ARCHIVED = metrics.RETENTION_ACTIONS.labels(action="run_archived")
+_COLLECTED = metrics.RETENTION_ACTIONS.labels(action="blob_collected")
 
 
 def _data(**fields: object) -> bytes:
@@ -160,6 +166,7 @@ class RetentionService:
         while True:
             batch = await self.db.write(write)
             result.deleted.extend(batch)
+            _PRUNED.inc(len(batch))
             for record in batch:  # manifests are gone; blobs follow (GC catches failures)
                 try:
                     await asyncio.to_thread(self.blobs.delete, record.blob_key)
@@ -204,6 +211,7 @@ class RetentionService:
                 if not blob.temporary and await self._manifest_appeared(blob):
                     continue
                 await asyncio.to_thread(self.blobs.delete, blob.key)
+                _COLLECTED.inc()
             result.deleted.append(blob)
         if result.deleted and not dry_run:
             log.info("collected %d orphan blobs", len(result.deleted))
@@ -240,6 +248,7 @@ class RetentionService:
         )
         try:
             archives.check_url(url)
+            archives.check_under_root(url, self.settings.resolved_archive_url.rstrip("/"))
         except archives.ArchiveError as error:
             raise InvalidArgument.one("archive_url", str(error)) from None
         run_ids = await self.db.read(
@@ -274,6 +283,7 @@ class RetentionService:
                 ctx.conn, namespace, summary.run_ids, summary.max_event_sequence
             )
         )
+        _ARCHIVED.inc(deleted[0])
         log.info(
             "archived runs",
             extra={"url": url, "runs": deleted[0], "task_runs": deleted[1], "events": deleted[2]},

@@ -21,6 +21,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from stateward.server import metrics
 from stateward.server.domain import runs as rules
 from stateward.server.domain.runs import RunStatus, TaskStatus
 from stateward.storage import Database, WriteContext, now_us
@@ -108,6 +109,21 @@ def interrupt_run(ctx: WriteContext, namespace: str, run_id: str, cause: TaskRun
     return True
 
 
+# One counter child per outcome, bound once.
+_SWEPT = {
+    status: metrics.SWEEPER_ACTIONS.labels(action=f"task_{status.name.lower()}")
+    for status in (TaskStatus.TIMED_OUT, TaskStatus.CANCELLED, TaskStatus.INTERRUPTED)
+}
+_RUN_INTERRUPTED = metrics.SWEEPER_ACTIONS.labels(action="run_interrupted")
+
+
+def _count_swept(statuses: list[str], runs_interrupted: int) -> None:
+    for status in statuses:
+        _SWEPT[TaskStatus(status)].inc()
+    if runs_interrupted:
+        _RUN_INTERRUPTED.inc(runs_interrupted)
+
+
 class Sweeper:
     def __init__(self, db: Database, interval: float) -> None:
         self.db = db
@@ -156,9 +172,12 @@ class Sweeper:
                     for ns, task_run_id in keys
                 ]
                 finished = [task for task in marked if task is not None]
+                runs = 0
                 if interrupted:
                     for task in finished:
-                        interrupt_run(ctx, task.namespace, task.run_id, task)
+                        runs += interrupt_run(ctx, task.namespace, task.run_id, task)
+                statuses = [task.status for task in finished]
+                ctx.after_commit(lambda: _count_swept(statuses, runs))
                 return len(finished)
 
             marked = await self.db.write(write)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import subprocess
 import sys
+import tomllib
 import types
 from typing import Any
 
@@ -292,3 +294,33 @@ def test_serve_without_the_server_installed(monkeypatch: Any, capsys: Any) -> No
     _, err = capsys.readouterr()
     assert err.startswith("error: the server is not installed: pip install 'stateward[server]'")
     assert len(err.splitlines()) == 1
+
+
+# -- token is the server's too -----------------------------------------------------------
+
+
+def test_token_new_prints_an_entry_whose_hash_verifies(capsys: Any) -> None:
+    from stateward.server.security.auth import verify_token
+
+    code = main(["token", "new", "--name", "ci", "--role", "writer", "--namespaces", "a,b"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    token = err.strip().rsplit(" ", 1)[-1]
+    entry = tomllib.loads(out)["tokens"][0]
+    assert (entry["name"], entry["role"], entry["namespaces"]) == ("ci", "writer", ["a", "b"])
+    assert token not in out and verify_token(token, entry["hash"])
+
+
+def test_token_hash_reads_standard_input(capsys: Any, monkeypatch: Any) -> None:
+    from stateward.server.security.auth import generate_token, verify_token
+
+    token = generate_token()
+    monkeypatch.setattr(sys, "stdin", io.StringIO(token + "\n"))
+    assert main(["token", "hash"]) == 0
+    out, _ = capsys.readouterr()
+    assert verify_token(token, out.strip()) and token not in out
+
+
+def test_token_without_an_action_is_a_usage_error(capsys: Any) -> None:
+    assert main(["token"]) == 2
+    assert "stateward token" in capsys.readouterr().err

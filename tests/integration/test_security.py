@@ -32,7 +32,7 @@ from grpc_status import rpc_status
 from stateward.server import config
 from stateward.server.config import Settings
 from stateward.server.security import policy
-from stateward.server.security.auth import generate_token, hash_token
+from stateward.server.security.auth import generate_token, hash_token, load_tokens
 from stateward.server.security.policy import Role
 from stateward.server.security.tls import TLSConfigError
 from stateward.v1 import execution_pb2, lifecycle_pb2, lifecycle_pb2_grpc, recovery_pb2, state_pb2
@@ -619,3 +619,26 @@ def test_example_config_loads() -> None:
     settings = config.load(environ={"STATEWARD_CONFIG": str(example)})
     assert settings.tls_client_ca and settings.auth_tokens_file and settings.metrics_listen
     assert settings.log_format == "json"
+
+
+EXAMPLES = sorted((REPO / "docs" / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.name)
+def test_every_example_file_loads(example: Path) -> None:
+    """Configs load with config.load, token files with load_tokens; nothing else is there."""
+    table = config.tomllib.loads(example.read_text())
+    if "tokens" in table:
+        assert load_tokens(str(example)).entries
+        return
+    assert "stateward" in table, f"{example.name} is neither a config nor a token file"
+    settings = config.load(environ={"STATEWARD_CONFIG": str(example)})
+    assert settings.listen and settings.resolved_database_url
+
+
+def test_the_replica_example_shares_database_and_blobs() -> None:
+    example = REPO / "docs" / "examples" / "replica.toml"
+    settings = config.load(environ={"STATEWARD_CONFIG": str(example)})
+    assert settings.resolved_database_url.startswith("postgresql")
+    assert settings.blob_url.startswith("s3://") and settings.archive_url.startswith("s3://")
+    assert settings.tls_cert and settings.auth_tokens_file and not settings.migrate
