@@ -21,6 +21,8 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +136,22 @@ def check_url(url: str) -> None:
         raise ArchiveError(f"the archive file name must end with {' or '.join(SUFFIXES)}")
     if any(part in ("..", ".") for part in path.split("/")) or "%" in path or "\\" in path:
         raise ArchiveError("the archive URL must not contain '.', '..', '%' or '\\' segments")
+
+
+def check_under_root(url: str, root: str) -> None:
+    """Refuse archive URLs outside the configured archive root (same scheme, path prefix).
+
+    A client-chosen URL must not make the server write anywhere it can reach.
+    """
+    scheme, _, path = url.partition("://")
+    root_scheme, _, root_path = root.partition("://")
+    if scheme == "file" and root_scheme == "file":
+        path, root_path = os.path.realpath(path), os.path.realpath(root_path)
+    else:
+        path, root_path = posixpath.normpath(path), posixpath.normpath(root_path)
+    prefix = root_path.rstrip("/") + "/"
+    if scheme != root_scheme or not path.startswith(prefix):
+        raise ArchiveError(f"the archive URL must be under the configured archive root {root}/")
 
 
 # -- writing ---------------------------------------------------------------------------------

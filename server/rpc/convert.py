@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
+from stateward.server.domain.errors import InvalidArgument
 from stateward.storage.records import AgentRecord, ErrorRecord, TransitionRecord
 from stateward.v1 import common_pb2, lifecycle_pb2
 
@@ -20,11 +21,31 @@ def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
     return timestamp_pb2.Timestamp(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
 
 
-def micros(ts: timestamp_pb2.Timestamp) -> int:
+# The ranges google.protobuf defines: values outside them would overflow 64-bit SQL integers.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800  # 0001-01-01T00:00:00Z
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+MAX_DURATION_SECONDS = 315_576_000_000  # about 10,000 years
+
+
+def micros(ts: timestamp_pb2.Timestamp, field: str = "timestamp") -> int:
+    if not (
+        MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS
+        and 0 <= ts.nanos <= 999_999_999
+    ):
+        raise InvalidArgument.one(
+            field, "must be a valid timestamp between 0001-01-01 and 9999-12-31 UTC"
+        )
     return ts.seconds * 1_000_000 + ts.nanos // 1000
 
 
-def duration_micros(d: duration_pb2.Duration) -> int:
+def duration_micros(d: duration_pb2.Duration, field: str = "duration") -> int:
+    if not (
+        -MAX_DURATION_SECONDS <= d.seconds <= MAX_DURATION_SECONDS
+        and -999_999_999 <= d.nanos <= 999_999_999
+    ):
+        raise InvalidArgument.one(
+            field, f"must be a valid duration of at most {MAX_DURATION_SECONDS} seconds"
+        )
     return d.seconds * 1_000_000 + d.nanos // 1000
 
 

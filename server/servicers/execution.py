@@ -101,11 +101,13 @@ def event_filter(message: pb.EventFilter) -> EventFilter:
 
 
 def _time(message: Any, field: str) -> int | None:
-    return convert.micros(getattr(message, field)) if message.HasField(field) else None
+    return convert.micros(getattr(message, field), field) if message.HasField(field) else None
 
 
 def _duration(message: Any, field: str) -> int | None:
-    return convert.duration_micros(getattr(message, field)) if message.HasField(field) else None
+    return (
+        convert.duration_micros(getattr(message, field), field) if message.HasField(field) else None
+    )
 
 
 class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
@@ -312,7 +314,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             NewEvent(
                 e.type,
                 e.data_json,
-                convert.micros(e.client_time) if e.HasField("client_time") else None,
+                convert.micros(e.client_time, "client_time") if e.HasField("client_time") else None,
                 e.run_id,
                 e.task_run_id,
             )

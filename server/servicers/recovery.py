@@ -76,7 +76,9 @@ def recovery_plan(p: RecoveryPlan) -> pb.RecoveryPlan:
 
 
 def _duration(message: Any, field: str) -> int | None:
-    return convert.duration_micros(getattr(message, field)) if message.HasField(field) else None
+    return (
+        convert.duration_micros(getattr(message, field), field) if message.HasField(field) else None
+    )
 
 
 class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
@@ -294,7 +296,9 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
         self, request: pb.ArchiveRunsRequest, context: Ctx
     ) -> pb.ArchiveRunsResponse:
         ended_before = (
-            convert.micros(request.ended_before) if request.HasField("ended_before") else None
+            convert.micros(request.ended_before, "ended_before")
+            if request.HasField("ended_before")
+            else None
         )
         result = await self.retention.archive_runs(
             namespace(context),

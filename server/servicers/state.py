@@ -75,7 +75,7 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             namespace(context),
             request.agent_id,
             version=request.version if selector == "version" else None,
-            as_of=convert.micros(request.as_of) if selector == "as_of" else None,
+            as_of=convert.micros(request.as_of, "as_of") if selector == "as_of" else None,
         )
         return pb.GetStateResponse(state=state_version(record))
 

@@ -205,7 +205,7 @@ def test_retry_a_failed_run_and_compensate(live: Client, agent: str) -> None:
     assert carried.status == TaskStatus.COMPLETED
 
 
-def test_prune_gc_and_archive(live: Client, agent: str, tmp_path: Path) -> None:
+def test_prune_gc_and_archive(live: Client, agent: str, shared_server: ServerThread) -> None:
     made = [live.create_checkpoint(agent, bytes([n]) * 10) for n in range(3)]
     dry = live.prune_checkpoints(agent, keep_last=1, dry_run=True)
     assert {c.checkpoint_id for c in dry.deleted} == {c.checkpoint_id for c in made[:2]}
@@ -220,12 +220,14 @@ def test_prune_gc_and_archive(live: Client, agent: str, tmp_path: Path) -> None:
 
     run = live.start_workflow_run("old-job", agent_id=agent)
     live.complete_workflow_run(run.run_id, {"ok": True})
-    url = f"file://{tmp_path}/runs.jsonl.gz"
+    archives = Path(shared_server.settings.resolved_archive_url.removeprefix("file://"))
+    name = f"runs-{live.options.namespace}.jsonl.gz"
+    url = f"file://{archives / name}"  # archives must be under the server's archive root
     later = datetime.now(UTC) + timedelta(minutes=1)
     counted = live.archive_runs(later, url, dry_run=True)
     assert (counted.runs, counted.archive_url) == (1, url)
     archived = live.archive_runs(later, url)
     assert (archived.runs, archived.archive_url) == (1, url)
-    assert (tmp_path / "runs.jsonl.gz").exists()
+    assert (archives / name).exists()
     with pytest.raises(NotFound):
         live.get_workflow_run(run.run_id)

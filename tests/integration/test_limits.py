@@ -113,3 +113,39 @@ def check_deadline(server: ServerThread) -> None:
             pb.CreateAgentRequest(agent_id="late", type="t", config_json=b"{}"), timeout=10
         )
         assert created.agent.agent_id == "late"
+
+
+def test_out_of_range_times_are_invalid_argument_not_internal(server: ServerThread) -> None:
+    """Timestamps and durations outside google.protobuf's range once overflowed SQL integers."""
+    from google.protobuf import duration_pb2, timestamp_pb2
+
+    from stateward.v1 import execution_pb2, execution_pb2_grpc, recovery_pb2, recovery_pb2_grpc
+
+    far = timestamp_pb2.Timestamp(seconds=2**63 - 1)
+    before = timestamp_pb2.Timestamp(seconds=-(2**63))
+    forever = duration_pb2.Duration(seconds=2**63 - 1)
+    with grpc.insecure_channel(server.target) as channel:
+        execution = execution_pb2_grpc.ExecutionServiceStub(channel)
+        recovery = recovery_pb2_grpc.RecoveryServiceStub(channel)
+        calls = {
+            "ended_before": lambda: recovery.ArchiveRuns(
+                recovery_pb2.ArchiveRunsRequest(ended_before=before, dry_run=True)
+            ),
+            "max_age": lambda: recovery.PruneCheckpoints(
+                recovery_pb2.PruneCheckpointsRequest(max_age=forever, dry_run=True)
+            ),
+            "grace_period": lambda: recovery.CollectGarbage(
+                recovery_pb2.CollectGarbageRequest(grace_period=forever, dry_run=True)
+            ),
+            "start_time_from": lambda: execution.ListWorkflowRuns(
+                execution_pb2.ListWorkflowRunsRequest(start_time_from=far)
+            ),
+            "start_time": lambda: execution.ListEvents(
+                execution_pb2.ListEventsRequest(start_time=far)
+            ),
+        }
+        for field, call in calls.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+            assert field in (refused.value.details() or ""), field

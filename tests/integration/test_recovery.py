@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -393,13 +394,17 @@ def test_archive_runs_writes_verifies_then_deletes(
     server = served
     if where == "file":
         url = f"file://{served.settings.data_dir}/archives/{uuid.uuid4().hex}{suffix}"
-    elif where == "memory":
-        url = f"memory://archives/{uuid.uuid4().hex}{suffix}"
+    elif where == "memory":  # client URLs must be under the server's archive root
+        database = "postgres" if "postgresql" in served.settings.database_url else "sqlite"
+        root = f"memory://archives-{uuid.uuid4().hex}"
+        server = start_server(request, tmp_path_factory, database, "file", archive_url=root)
+        url = f"{root}/{uuid.uuid4().hex}{suffix}"
     else:  # a server whose storage options reach the moto endpoint
         database = "postgres" if "postgresql" in served.settings.database_url else "sqlite"
-        server = start_server(request, tmp_path_factory, database, "s3")
         s3: S3Endpoint = request.getfixturevalue("s3")
-        url = f"s3://{s3.bucket()}/archives/runs{suffix}"
+        root = f"s3://{s3.bucket()}/archives"
+        server = start_server(request, tmp_path_factory, database, "s3", archive_url=root)
+        url = f"{root}/runs{suffix}"
         storage_options = s3.storage_options
     client = Client(server.target, server.settings, namespace=f"t-{uuid.uuid4().hex[:16]}")
     try:
@@ -473,6 +478,30 @@ def test_archive_requests_are_checked(client: Client) -> None:
         assert code_of(lambda r=request: client.recovery.ArchiveRuns(r)) == (
             grpc.StatusCode.INVALID_ARGUMENT
         )
+
+
+def test_archive_url_is_confined_to_the_archive_root(
+    served: ServerThread, client: Client, tmp_path: Path
+) -> None:
+    """A namespace admin cannot make the server write outside the configured archive root."""
+    finish_one(client, client.agent())
+    cutoff = timestamp_pb2.Timestamp(seconds=int(time.time()) + 60)
+    root = served.settings.resolved_archive_url
+    outside = [
+        f"file://{tmp_path}/x.jsonl.gz",  # another directory
+        f"file://{root.removeprefix('file://')}-evil/x.jsonl.gz",  # a sibling sharing the prefix
+        "memory://archives/x.jsonl.gz",  # another scheme
+        f"{root}/../x.jsonl.gz",
+    ]
+    for url in outside:
+        request = pb.ArchiveRunsRequest(ended_before=cutoff, archive_url=url)
+        with pytest.raises(grpc.RpcError) as refused:
+            client.recovery.ArchiveRuns(request)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, url
+        assert root in (refused.value.details() or "") or ".." in url
+    assert list(tmp_path.iterdir()) == []
+    inside = pb.ArchiveRunsRequest(ended_before=cutoff, archive_url=f"{root}/sub/ok.jsonl.gz")
+    assert client.recovery.ArchiveRuns(inside).runs == 1
 
 
 # -- the background job ---------------------------------------------------------------------------
