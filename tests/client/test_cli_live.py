@@ -13,6 +13,7 @@ import pytest
 
 from stateward.client import Client
 from stateward.client.cli import main
+from tests.support.server import ServerThread
 
 Capture = pytest.CaptureFixture[str]
 
@@ -283,7 +284,9 @@ def test_recover_prints_the_plan(cli: Any, live: Client, agent: str) -> None:
     assert json.loads(out)["strategy"] == "RETRY_WITH_BACKOFF"
 
 
-def test_gc_and_archives(cli: Any, live: Client, agent: str, tmp_path: Path) -> None:
+def test_gc_and_archives(
+    cli: Any, live: Client, agent: str, shared_server: ServerThread, tmp_path: Path
+) -> None:
     code, out, _ = cli("gc", "--grace-period", "1h", "--dry-run")
     assert (code, out.strip()) == (0, "would delete 0 orphan blobs (0 B)")
 
@@ -291,7 +294,8 @@ def test_gc_and_archives(cli: Any, live: Client, agent: str, tmp_path: Path) -> 
     with live.track_task(run.run_id, "export", agent) as task:
         task.log("exported", rows=10)
     live.complete_workflow_run(run.run_id)
-    url = f"file://{tmp_path}/archive.jsonl.gz"
+    # The server only writes archives under its configured archive root.
+    url = f"{shared_server.settings.resolved_archive_url}/{agent}.jsonl.gz"
     code, out, _ = cli("archive", "create", "--older-than", "0s", "--url", url)
     assert (code, out.strip()) == (0, f"archived 1 runs, 1 task runs, 5 events to {url}")
 
