@@ -1,4 +1,5 @@
-"""The server as a whole: health, reflection, a handler for every RPC, and `stateward serve` as a process.
+"""The server as a whole: health, reflection, a handler for every RPC, and
+`stateward serve` as a process.
 
 The process tests run the real command line on SQLite in a temp data dir: start,
 health while the database is not ready, graceful SIGTERM with a call in flight,
