@@ -11,14 +11,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from stateward.server import metrics
+from stateward.server import metrics, transport
 from stateward.server.config import Settings
 from stateward.server.deps import Deps
-from stateward.server.interceptors import AccessLogInterceptor
-from stateward.server.rpc.decoding import DecodeGuardInterceptor
 from stateward.server.security import tls
 from stateward.server.security.auth import Authorizer, install_sighup
-from stateward.server.security.interceptor import AuthInterceptor
+from stateward.server.security.gate import AuthGate
 from stateward.server.security.policy import OpenMethods
 from stateward.server.servicers import execution, lifecycle, recovery, state
 from stateward.server.services.health_watch import HealthWatch
@@ -50,7 +48,7 @@ class StatewardServer:
         self.db: Database | None = None
         self.deps: Deps | None = None
         self.port = 0
-        self._server: grpc.aio.Server | None = None
+        self._server: transport.Server | None = None
         self.authorizer: Authorizer | None = None  # None: auth is off
         self.metrics_server: metrics.MetricsServer | None = None
 
@@ -60,16 +58,12 @@ class StatewardServer:
             Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
         limit = settings.max_message_bytes
         credentials = tls.server_credentials(settings)  # unusable files fail here, before binding
-        interceptors: list[grpc.aio.ServerInterceptor] = [
-            AccessLogInterceptor(metrics.RpcMetrics() if settings.metrics_listen else None)
-        ]
+        gate = None
         if settings.auth_tokens_file:
             self.authorizer = Authorizer(settings.auth_tokens_file)
-            open_methods = OpenMethods(settings.auth_open_methods)
-            interceptors.append(AuthInterceptor(self.authorizer, open_methods))
+            gate = AuthGate(self.authorizer, OpenMethods(settings.auth_open_methods))
             if credentials is None and not _is_loopback(settings.listen):
                 log.warning("auth is on without TLS: bearer tokens cross the network in clear text")
-        interceptors.append(DecodeGuardInterceptor())  # innermost: auth refuses before parsing
         options: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
@@ -77,7 +71,10 @@ class StatewardServer:
         ]
         if settings.max_concurrent_streams > 0:
             options.append(("grpc.max_concurrent_streams", settings.max_concurrent_streams))
-        server = grpc.aio.server(interceptors=interceptors, options=options)
+        # No interceptors: every handler registered through `server` is wrapped once in
+        # the call layer (request id, metrics, auth, parsing, access log).
+        layer = transport.CallLayer(metrics=bool(settings.metrics_listen), gate=gate)
+        server = transport.Server(grpc.aio.server(options=options), layer)
         for name in ["", *SERVICE_NAMES]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -6,9 +6,9 @@ no endpoint is served. Where each is fed from:
 =================================  ==========================================================
 metric                             fed by
 =================================  ==========================================================
-stateward_rpc_handled_total        access-log interceptor (every RPC, per method and code)
-stateward_rpc_duration_seconds     access-log interceptor
-stateward_rpc_in_flight            access-log interceptor (streams count while open)
+stateward_rpc_handled_total        transport layer (every RPC, per method and code)
+stateward_rpc_duration_seconds     transport layer
+stateward_rpc_in_flight            transport layer (streams count while open)
 stateward_db_duration_seconds      ``Database.observer`` (read / write / commit)
 stateward_event_head_sequence      ``Database.on_commit`` listener installed by the app, and
                                    ``set_event_heads`` at start-up (read from the database)
@@ -154,13 +154,25 @@ CHECKPOINT_BYTES_IN = CHECKPOINT_BYTES.labels(direction="in")
 CHECKPOINT_BYTES_OUT = CHECKPOINT_BYTES.labels(direction="out")
 
 # Caches report by themselves: their own hit/miss counters are read at scrape time, so a
-# lookup costs nothing extra. Weak references: a stopped server's cache disappears.
-_CACHES: dict[str, weakref.WeakSet[ByteLRU[Any, Any]]] = {}
+# lookup costs nothing extra. Weak references: a stopped server's cache disappears, and
+# what it had counted (as of the last scrape) moves to a retired total, so the counters
+# never go down.
+_CACHES: dict[str, weakref.WeakKeyDictionary[ByteLRU[Any, Any], list[int]]] = {}
+_RETIRED: dict[str, list[int]] = {}
 
 
 def watch_cache(name: str, cache: ByteLRU[Any, Any]) -> None:
     """Expose ``cache``'s hits and misses as ``stateward_cache_requests{cache=name}``."""
-    _CACHES.setdefault(name, weakref.WeakSet()).add(cache)
+    seen = [0, 0]  # hits and misses at the last scrape
+    _CACHES.setdefault(name, weakref.WeakKeyDictionary())[cache] = seen
+    _RETIRED.setdefault(name, [0, 0])
+    weakref.finalize(cache, _retire, name, seen)
+
+
+def _retire(name: str, seen: list[int]) -> None:
+    retired = _RETIRED[name]
+    retired[0] += seen[0]
+    retired[1] += seen[1]
 
 
 class _CacheCollector(Collector):
@@ -178,10 +190,11 @@ class _CacheCollector(Collector):
             labels=["cache"],
         )
         for name, caches in sorted(_CACHES.items()):
-            hits = misses = 0
-            for cache in list(caches):
-                hits += cache.hits
-                misses += cache.misses
+            hits, misses = _RETIRED[name]
+            for cache, seen in list(caches.items()):
+                seen[:] = cache.hits, cache.misses
+                hits += seen[0]
+                misses += seen[1]
             requests.add_metric([name, "hit"], hits)
             requests.add_metric([name, "miss"], misses)
             ratio.add_metric([name], hits / (hits + misses) if hits + misses else 0.0)
@@ -213,34 +226,32 @@ def record_event_heads(events: list[EventDraft]) -> None:
         EVENT_HEAD.labels(namespace=namespace).set(head)
 
 
-class RpcMetrics:
-    """What the access-log interceptor records per call, with label children cached."""
+class MethodMetrics:
+    """The RPC metrics of one method, recorded by the transport layer on every call.
 
-    def __init__(self) -> None:
-        self._done: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
-        self._in_flight: dict[str, Gauge] = {}
+    Built once per method when its handler is wrapped: the in-flight child is bound
+    then, the handled/duration children once per status code seen.
+    """
 
-    @staticmethod
-    def _split(full_method: str) -> tuple[str, str]:
+    __slots__ = ("_labels", "_in_flight", "_done")
+
+    def __init__(self, full_method: str) -> None:
         _, _, rest = full_method.partition("/")
         service, _, method = rest.partition("/")
-        return service, method
+        self._labels = (service, method)
+        self._in_flight = RPC_IN_FLIGHT.labels(service, method)
+        self._done: dict[str, tuple[Counter, Histogram]] = {}
 
-    def started(self, full_method: str) -> None:
-        gauge = self._in_flight.get(full_method)
-        if gauge is None:
-            gauge = self._in_flight[full_method] = RPC_IN_FLIGHT.labels(*self._split(full_method))
-        gauge.inc()
+    def started(self) -> None:
+        self._in_flight.inc()
 
-    def finished(self, full_method: str, code: str, seconds: float) -> None:
-        self._in_flight[full_method].dec()
-        children = self._done.get((full_method, code))
+    def finished(self, code: str, seconds: float) -> None:
+        self._in_flight.dec()
+        children = self._done.get(code)
         if children is None:
-            labels = (*self._split(full_method), code)
-            children = self._done[(full_method, code)] = (
-                RPC_HANDLED.labels(*labels),
-                RPC_DURATION.labels(*labels),
-            )
+            labels = (*self._labels, code)
+            handled, duration = RPC_HANDLED.labels(*labels), RPC_DURATION.labels(*labels)
+            children = self._done[code] = (handled, duration)
         children[0].inc()
         children[1].observe(seconds)
 

@@ -42,22 +42,22 @@ def from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str:
 
 
 class Call:
-    """One call being served. The request id is worked out on first use: a call that
-    succeeds with no log line written never pays for it."""
+    """One call being served, with its invocation metadata as grpc decoded it (auth and
+    the namespace read it here rather than decode it again). The request id is worked
+    out on first use: a call that succeeds with no log line written never pays for it."""
 
-    __slots__ = ("method", "principal", "_metadata", "_request_id")
+    __slots__ = ("method", "metadata", "principal", "_request_id")
 
     def __init__(self, method: str, metadata: Iterable[tuple[str, Any]] | None) -> None:
         self.method = method
+        self.metadata = metadata
         self.principal: str | None = None  # the token's name once authenticated
-        self._metadata = metadata
         self._request_id: str | None = None
 
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            self._request_id = from_metadata(self._metadata)
-            self._metadata = None
+            self._request_id = from_metadata(self.metadata)
         return self._request_id
 
 

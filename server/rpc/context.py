@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from stateward.server import request_id
 from stateward.server.domain import validation
 from stateward.server.domain.errors import Violations
 from stateward.server.rpc import status
@@ -25,12 +25,20 @@ Handler = Callable[..., Awaitable[Any]]
 
 def namespace(context: grpc.aio.ServicerContext) -> str:
     """The namespace the call addresses (``default`` unless the metadata names one)."""
-    for key, value in context.invocation_metadata() or ():
+    # The transport keeps the metadata grpc already decoded for this call on the Call;
+    # context.invocation_metadata() would decode it all again (~2 µs).
+    call = request_id.CURRENT.get()
+    metadata = call.metadata if call is not None else None
+    if metadata is None:
+        metadata = context.invocation_metadata()
+    for key, value in metadata or ():
         if key == NAMESPACE_KEY:
-            v = Violations()
-            validation.check_namespace(v, str(value))
-            v.raise_if_any()
-            return str(value)
+            value = str(value)
+            if not validation.NAMESPACE_PATTERN.fullmatch(value):
+                v = Violations()
+                validation.check_namespace(v, value)
+                v.raise_if_any()
+            return value
     return DEFAULT_NAMESPACE
 
 
@@ -53,25 +61,20 @@ def respond(result: Any, response_type: type[M], build: Callable[[Any], M]) -> M
 
 
 def unary(method: Handler) -> Handler:
-    """Turn domain and storage errors raised by a unary handler into gRPC statuses, and
-    stop its work (queued database reads and writes included) at the caller's deadline."""
+    """Turn domain and storage errors raised by a unary handler into gRPC statuses.
+
+    Deadlines need nothing here: the grpc server enforces the caller's deadline itself
+    (whatever the client does) by cancelling the call's task, which stops the handler's
+    work, queued database reads and writes included. An ``asyncio.timeout`` per call
+    would only duplicate that, at ~5 µs a call.
+    """
 
     @functools.wraps(method)
     async def handler(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        budget = asyncio.timeout(context.time_remaining())  # None: the caller set no deadline
         try:
-            async with budget:
-                return await method(self, request, context)
+            return await method(self, request, context)
         except (grpc.aio.AbortError, grpc.RpcError):
             raise
-        except TimeoutError as error:
-            if not budget.expired():
-                await status.abort(context, error)
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                "the caller's deadline passed before the work finished; "
-                "a write may or may not have been applied: retry with the same request_id",
-            )
         except Exception as error:
             await status.abort(context, error)
 

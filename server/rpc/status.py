@@ -45,7 +45,7 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-pack = _pack  # for the auth interceptor, which builds its statuses itself
+pack = _pack  # for the auth gate, which builds its statuses itself
 
 
 def request_info() -> any_pb2.Any | None:
