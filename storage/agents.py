@@ -1,8 +1,15 @@
-"""Agent rows and their audit trail of transitions."""
+"""Agent rows and their audit trail of transitions.
+
+The statements of a transition (read the row, compare-and-set its status, append the
+audit row) are plain SQL on the driver's cursor (``storage/sql.py``): they run on every
+lifecycle call, where a Core statement would cost ten times more Python.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+from collections import namedtuple
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -17,9 +24,60 @@ from stateward.storage.records import (
     error_columns,
     error_from_row,
 )
+from stateward.storage.sql import Sql, run
 
 a = schema.agents
 tr = schema.transitions
+
+_COLUMNS = [column.name for column in a.columns]
+_Row = namedtuple("_Row", _COLUMNS)  # type: ignore[misc]  # a driver tuple, read by name
+_GET = f"SELECT {', '.join(_COLUMNS)} FROM agents WHERE namespace = ? AND agent_id = ?"
+_GET_READ = Sql(_GET)
+_GET_LOCK = Sql(_GET, for_update=True)
+_ERROR_COLUMNS = tuple(error_columns(None))
+_ADD_TRANSITION = Sql(
+    "INSERT INTO transitions (namespace, agent_id, from_status, to_status, reason, request_id, "
+    "event_sequence, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+
+
+def _status_sets(stamp: str | None, with_error: bool) -> str:
+    """``updated_at = ?[, <stamp> = ?][, error columns = ?]`` of a transition's UPDATE."""
+    sets = ["updated_at = ?"]
+    if stamp:
+        assert stamp in a.c, stamp  # a column name from the lifecycle table, never input
+        sets.append(f"{stamp} = ?")
+    if with_error:
+        sets += [f"{name} = ?" for name in _ERROR_COLUMNS]
+    return ", ".join(sets)
+
+
+@functools.cache
+def _set_status_sql(stamp: str | None, with_error: bool) -> Sql:
+    """Compare-and-set on the generation: one text per stamp column and error."""
+    return Sql(
+        f"UPDATE agents SET status = ?, generation = ?, {_status_sets(stamp, with_error)} "
+        "WHERE namespace = ? AND agent_id = ? AND generation = ?"
+    )
+
+
+@functools.cache
+def _move_status_sql(stamp: str | None, with_error: bool) -> Sql:
+    """Compare-and-set on the status, returning the updated row."""
+    return Sql(
+        "UPDATE agents SET status = ?, generation = generation + 1, "
+        f"{_status_sets(stamp, with_error)} "
+        f"WHERE namespace = ? AND agent_id = ? AND status = ? RETURNING {', '.join(_COLUMNS)}"
+    )
+
+
+def _status_params(now: int, stamp: str | None, error: ErrorRecord | None) -> list[Any]:
+    params: list[Any] = [now]
+    if stamp:
+        params.append(now)
+    if error is not None:
+        params += error_columns(error).values()
+    return params
 
 
 def _record(row: Any) -> AgentRecord:
@@ -28,7 +86,7 @@ def _record(row: Any) -> AgentRecord:
         agent_id=row.agent_id,
         type=row.type,
         config=row.config,
-        labels=json.loads(row.labels),
+        labels=json.loads(row.labels) if row.labels != "{}" else {},
         status=row.status,
         generation=row.generation,
         state_version=row.state_version,
@@ -46,11 +104,8 @@ def _record(row: Any) -> AgentRecord:
 def get(
     conn: Connection, namespace: str, agent_id: str, *, for_update: bool = False
 ) -> AgentRecord | None:
-    query = select(a).where(a.c.namespace == namespace, a.c.agent_id == agent_id)
-    if for_update:
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    return _record(row) if row is not None else None
+    row = run(conn, _GET_LOCK if for_update else _GET_READ, (namespace, agent_id)).fetchone()
+    return _record(_Row._make(row)) if row is not None else None
 
 
 def insert_agent(conn: Connection, record: AgentRecord) -> None:
@@ -105,25 +160,10 @@ def set_status(
     error: ErrorRecord | None,
 ) -> bool:
     """Compare-and-set the status: succeeds only if the row is still at ``record``'s generation."""
-    values: dict[str, Any] = {
-        "status": to_status,
-        "generation": record.generation + 1,
-        "updated_at": now,
-    }
-    if stamp:
-        values[stamp] = now
-    if error is not None:
-        values.update(error_columns(error))
-    result = conn.execute(
-        update(a)
-        .where(
-            a.c.namespace == record.namespace,
-            a.c.agent_id == record.agent_id,
-            a.c.generation == record.generation,
-        )
-        .values(**values)
-    )
-    if result.rowcount != 1:
+    params = [to_status, record.generation + 1, *_status_params(now, stamp, error)]
+    params += (record.namespace, record.agent_id, record.generation)
+    cursor = run(conn, _set_status_sql(stamp, error is not None), params)
+    if cursor.rowcount != 1:
         return False
     record.status = to_status
     record.generation += 1
@@ -133,6 +173,25 @@ def set_status(
     if error is not None:
         record.error = error
     return True
+
+
+def move_status(
+    conn: Connection,
+    namespace: str,
+    agent_id: str,
+    from_status: str,
+    to_status: str,
+    now: int,
+    *,
+    stamp: str | None,
+    error: ErrorRecord | None,
+) -> AgentRecord | None:
+    """Move the agent from ``from_status`` to ``to_status`` in one statement (no read
+    first) and return it as updated; None, with nothing changed, when it is missing or
+    in another status."""
+    params = [to_status, *_status_params(now, stamp, error), namespace, agent_id, from_status]
+    found = run(conn, _move_status_sql(stamp, error is not None), params).fetchall()
+    return _record(_Row._make(found[0])) if found else None  # fetchall: see add_transition
 
 
 def update_fields(
@@ -191,21 +250,22 @@ def delete_agent(conn: Connection, namespace: str, agent_id: str) -> None:
 
 
 def add_transition(conn: Connection, record: TransitionRecord) -> TransitionRecord:
-    result = conn.execute(
-        insert(tr).values(
-            namespace=record.namespace,
-            agent_id=record.agent_id,
-            from_status=record.from_status,
-            to_status=record.to_status,
-            reason=record.reason,
-            request_id=record.request_id,
-            event_sequence=record.event_sequence,
-            created_at=record.created_at,
-        )
+    cursor = run(
+        conn,
+        _ADD_TRANSITION,
+        (
+            record.namespace,
+            record.agent_id,
+            record.from_status,
+            record.to_status,
+            record.reason,
+            record.request_id,
+            record.event_sequence,
+            record.created_at,
+        ),
     )
-    key = result.inserted_primary_key
-    assert key is not None
-    record.id = int(key[0])
+    (row,) = cursor.fetchall()  # to the end: SQLite finishes a RETURNING statement there
+    record.id = int(row[0])
     return record
 
 

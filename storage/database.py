@@ -1,12 +1,25 @@
 """The database handle: engines, a read pool and a group-committing writer.
 
 Writes are functions ``fn(ctx: WriteContext) -> T`` queued to one writer thread.
-The writer drains whatever is queued (up to ``max_batch``), runs each function in
-its own SAVEPOINT inside one transaction, and commits once for the whole batch:
-one fsync (SQLite) or one WAL flush (PostgreSQL) is shared by every write in the
-batch. A function that raises rolls back only its savepoint; its caller gets the
-exception and the rest of the batch commits. Reads run on a small thread pool,
-each in its own snapshot.
+The writer drains whatever is queued (up to ``max_batch``), runs the functions in one
+transaction and commits once for the whole batch: one fsync (SQLite) or one WAL flush
+(PostgreSQL) is shared by every write in the batch.
+
+The contract: a function that raises affects only itself (its caller gets the
+exception, the rest of the batch commits); an ``OperationalError`` (the connection or
+the disk failed) fails the whole batch; after-commit callbacks and commit listeners
+see only committed writes; callers are answered only after COMMIT returned.
+
+How it is kept cheaply: the batch first runs optimistically, with no savepoints. Almost
+always nothing raises and the batch commits as is. When a function raises, the
+transaction is rolled back and the batch replayed from the start with each function in
+its own SAVEPOINT, so the refusal undoes only that function's writes (hence a write
+function must not change anything outside the database before it returns; what it
+leaves for later goes through ``ctx.after_commit``). Savepoints cost a round trip each
+on PostgreSQL and, through SQLAlchemy's ``begin_nested``, more than the write itself in
+Python: the common batch pays none, and a replay issues them as plain SQL.
+
+Reads run on a small thread pool, each in its own snapshot.
 
 Event sequences: the first event a batch emits in a namespace locks that
 namespace's counter row (``SELECT ... FOR UPDATE``; SQLite's writer already holds
@@ -14,7 +27,7 @@ the database lock via ``BEGIN IMMEDIATE``). Sequences are handed out in memory,
 the counter row is updated and the events inserted right before COMMIT. Because
 the lock is held until commit, a batch that takes sequences after another can
 only commit after it: sequences follow commit order, with no gaps (a rolled-back
-savepoint returns its sequences) and no reuse, also with many replicas.
+write returns its sequences) and no reuse, also with many replicas.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
+import operator
 import queue
 import sqlite3
 import threading
@@ -31,12 +45,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, select, update
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 
-from stateward.storage import schema
 from stateward.storage.errors import StorageUnavailable, translate
+from stateward.storage.sql import Sql, run
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -80,6 +93,7 @@ class _Batch:
     heads: dict[str, int] = field(default_factory=dict)  # namespace -> last sequence handed out
     events: list[EventDraft] = field(default_factory=list)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
+    outcomes: list[tuple[_Job, Any, BaseException | None]] = field(default_factory=list)
 
 
 class WriteContext:
@@ -113,33 +127,66 @@ class WriteContext:
         self._batch.events.append(draft)
         return draft
 
+    def emit_many(self, namespace: str, drafts: list[EventDraft]) -> int:
+        """Append events of one namespace built by the caller (``sequence`` unset) in order,
+        numbering them; returns the first one's sequence. For batches: one call, not one
+        :meth:`emit` per event."""
+        head = self._batch.heads.get(namespace)
+        if head is None:
+            head = self._lock_counter(namespace)
+        first = head + 1
+        for draft in drafts:
+            head += 1
+            draft.sequence = head
+        self._batch.heads[namespace] = head
+        self._batch.events.extend(drafts)
+        return first
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the writer thread once the batch has committed."""
         self._batch.callbacks.append(callback)
 
     def _lock_counter(self, namespace: str) -> int:
-        t = schema.namespaces
-        query = select(t.c.event_head).where(t.c.namespace == namespace).with_for_update()
-        head = self.conn.execute(query).scalar()
-        if head is None:
-            ins = postgresql.insert(t) if self.dialect == "postgresql" else sqlite.insert(t)
-            self.conn.execute(
-                ins.values(
-                    namespace=namespace, event_head=0, created_at=self.now
-                ).on_conflict_do_nothing(index_elements=["namespace"])
-            )
-            head = self.conn.execute(query).scalar_one()
-        return int(head)
+        row = run(self.conn, _COUNTER, (namespace,)).fetchone()
+        if row is None:
+            run(self.conn, _NEW_COUNTER, (namespace, self.now))
+            row = run(self.conn, _COUNTER, (namespace,)).fetchone()
+        return int(row[0])
+
+
+_COUNTER = Sql("SELECT event_head FROM namespaces WHERE namespace = ?", for_update=True)
+_NEW_COUNTER = Sql(
+    "INSERT INTO namespaces (namespace, event_head, created_at) VALUES (?, 0, ?) "
+    "ON CONFLICT (namespace) DO NOTHING"
+)
+_SET_COUNTER = Sql("UPDATE namespaces SET event_head = ? WHERE namespace = ?")
+_SAVEPOINT = Sql("SAVEPOINT job")
+_RELEASE = Sql("RELEASE SAVEPOINT job")
+_ROLLBACK_TO = Sql("ROLLBACK TO SAVEPOINT job")
+# "STATEWRD": the PostgreSQL advisory lock of write batches.
+_BATCH_LOCK = Sql(f"SELECT pg_advisory_xact_lock({0x5354_4154_4557_5244})")
 
 
 @dataclass(slots=True)
 class _Job:
     fn: Callable[[WriteContext], Any]
-    future: concurrent.futures.Future[Any]
+    # An asyncio future of ``loop`` (Database.write), or a concurrent one (write_sync).
+    future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def claim(self) -> bool:
+        """False if the caller gave up before the writer got to it (the job is skipped)."""
+        if self.loop is None:
+            assert isinstance(self.future, concurrent.futures.Future)
+            return self.future.set_running_or_notify_cancel()
+        return not self.future.cancelled()
+
+
+class _Refused(Exception):
+    """A write raised during the optimistic pass: replay the batch with savepoints."""
 
 
 _STOP = object()
-_BATCH_LOCK = 0x5354_4154_4557_5244  # "STATEWRD": the PostgreSQL advisory lock of write batches
 
 
 class Database:
@@ -229,9 +276,10 @@ class Database:
         """Run ``fn(ctx)`` in the next group commit; returns once it is durable."""
         if self._writer is None:
             raise StorageUnavailable("the database is not open")
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Job(fn, future))
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(fn, future, loop))
+        return await future
 
     def write_sync(self, fn: Callable[[WriteContext], T]) -> T:
         """Blocking variant of :meth:`write`, for tools and start-up work."""
@@ -258,34 +306,27 @@ class Database:
                     stop = True
                     break
                 jobs.append(item)
-            live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+            live = [job for job in jobs if job.claim()]
             if live:
                 self._commit_batch(live)
             if stop:
                 return
 
     def _commit_batch(self, jobs: list[_Job]) -> None:
-        batch = _Batch()
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         started = time.perf_counter()
         try:
             with self.write_engine.connect() as conn:
-                with conn.begin():
-                    if self.dialect == "postgresql":
-                        # Replicas' batches lock rows and event counters in whatever order
-                        # their jobs come; taking one lock first orders whole batches and
-                        # rules out deadlocks (the counter lock serialised them anyway).
-                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_BATCH_LOCK})")
-                    for job in jobs:
-                        outcomes.append(self._run_job(conn, batch, job))
-                    self._flush_events(conn, batch)
+                try:
+                    batch = self._run_batch(conn, jobs, careful=False)
+                except _Refused:
+                    # Its writes and everyone's went with the rollback; replay with savepoints
+                    # so that only the refused write is undone.
+                    batch = self._run_batch(conn, jobs, careful=True)
             self._observe("commit", started)
         except BaseException as error:  # the whole batch failed: nothing committed
             failure = translate(error)
             log.warning("write batch of %d failed: %s", len(jobs), failure)
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(failure)
+            _settle([(job, None, failure) for job in jobs])
             return
         for callback in batch.callbacks:
             try:
@@ -298,41 +339,92 @@ class Database:
                     listener(batch.events)
                 except Exception:
                     log.exception("commit listener failed")
-        for job, result, refused in outcomes:
-            if refused is not None:
-                job.future.set_exception(refused)
-            else:
-                job.future.set_result(result)
+        _settle(batch.outcomes)
 
-    def _run_job(
-        self, conn: Connection, batch: _Batch, job: _Job
-    ) -> tuple[_Job, Any, BaseException | None]:
-        heads = dict(batch.heads)
-        n_events, n_callbacks = len(batch.events), len(batch.callbacks)
-        savepoint = conn.begin_nested()
+    def _run_batch(self, conn: Connection, jobs: list[_Job], *, careful: bool) -> _Batch:
+        """Run ``jobs`` in one transaction and commit it; with ``careful``, each in a savepoint.
+
+        Without ``careful``, the first write that raises rolls everything back (``_Refused``).
+        """
+        batch = _Batch()
+        with conn.begin():
+            if self.dialect == "postgresql":
+                # Replicas' batches lock rows and event counters in whatever order
+                # their jobs come; taking one lock first orders whole batches and
+                # rules out deadlocks (the counter lock serialised them anyway).
+                run(conn, _BATCH_LOCK)
+            for job in jobs:
+                if careful:
+                    self._run_careful(conn, batch, job)
+                else:
+                    self._run_optimistic(conn, batch, job)
+            self._flush_events(conn, batch)
+        return batch
+
+    def _run_optimistic(self, conn: Connection, batch: _Batch, job: _Job) -> None:
         started = time.perf_counter()
         try:
             result = job.fn(WriteContext(conn, self.dialect, batch))
-            savepoint.commit()
-            self._observe("write", started)
-            return job, result, None
         except sa_exc.OperationalError:
             raise  # the connection or the disk failed: the whole batch goes
         except Exception as error:
-            savepoint.rollback()
+            raise _Refused from error
+        batch.outcomes.append((job, result, None))
+        self._observe("write", started)
+
+    def _run_careful(self, conn: Connection, batch: _Batch, job: _Job) -> None:
+        heads = dict(batch.heads)
+        n_events, n_callbacks = len(batch.events), len(batch.callbacks)
+        started = time.perf_counter()
+        run(conn, _SAVEPOINT)
+        try:
+            result = job.fn(WriteContext(conn, self.dialect, batch))
+            run(conn, _RELEASE)  # fails if the write swallowed an error PostgreSQL did not
+        except sa_exc.OperationalError:
+            raise
+        except Exception as error:
+            run(conn, _ROLLBACK_TO)
+            run(conn, _RELEASE)
             # Give back what the failed write took, so sequences stay gap-free.
             batch.heads = heads
             del batch.events[n_events:]
             del batch.callbacks[n_callbacks:]
-            return job, None, translate(error)
+            batch.outcomes.append((job, None, translate(error)))
+            return
+        batch.outcomes.append((job, result, None))
+        self._observe("write", started)
 
     def _flush_events(self, conn: Connection, batch: _Batch) -> None:
         if not batch.events:
             return
         _insert_events(conn, self.dialect, batch.events)
-        t = schema.namespaces
         for namespace, head in batch.heads.items():
-            conn.execute(update(t).where(t.c.namespace == namespace).values(event_head=head))
+            run(conn, _SET_COUNTER, (head, namespace))
+
+
+def _settle(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    """Answer the callers: one wake-up per event loop for the whole batch, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any, BaseException | None]]] = {}
+    for job, result, error in outcomes:
+        if job.loop is None:
+            _resolve([(job.future, result, error)])
+        else:
+            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+    for loop, answers in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, answers)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass
+
+
+def _resolve(answers: list[tuple[Any, Any, BaseException | None]]) -> None:
+    for future, result, error in answers:
+        if future.done():  # cancelled while the batch ran
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 _EVENT_COLUMNS = (
@@ -352,14 +444,30 @@ _PG_INSERT_EVENTS = (
     "%s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], "
     "%s::bytea[], %s::bigint[], %s::bigint[])"
 )
-# SQLite: rows per INSERT, 9 parameters each, within its variable limit (32766 since 3.32).
-_SQLITE_ROWS = 3000 if sqlite3.sqlite_version_info >= (3, 32) else 100
+# SQLite: rows per INSERT, a power of two so that few statement shapes exist (each one is
+# compiled once, ~6 µs a row, then found in sqlite3's statement cache); at most 9
+# parameters a row, within the variable limit (32766 since 3.32, 999 before).
+_SQLITE_ROWS = 512 if sqlite3.sqlite_version_info >= (3, 32) else 64
+# sqlite3 binds None and bytes through its adapter lookup (~0.5 µs each, more than the row's
+# B-tree work), str, int and bytearray directly. So a row's NULLs are written as literals
+# (one statement shape per pattern of NULLs), the namespace is bound once per statement as
+# ?1, and data goes in as a bytearray.
+_NULLABLE = ("agent_id", "run_id", "task_run_id", "client_time")
 
 
 @functools.lru_cache(maxsize=64)
-def _sqlite_insert_sql(rows: int) -> str:
-    row = "(" + ",".join("?" * len(_EVENT_COLUMNS)) + ")"
-    return f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) VALUES {','.join([row] * rows)}"
+def _sqlite_insert_sql(nulls: int, rows: int) -> Sql:
+    """INSERT of ``rows`` rows whose nullable columns flagged in ``nulls`` are NULL."""
+    row = "(?1,?,?,?," + ",".join("NULL" if nulls >> i & 1 else "?" for i in range(4)) + ",?)"
+    columns = ",".join(("namespace", "sequence", "type", "created_at", *_NULLABLE, "data"))
+    return Sql(f"INSERT INTO events ({columns}) VALUES {','.join([row] * rows)}")
+
+
+@functools.lru_cache(maxsize=16)
+def _sqlite_row_values(nulls: int) -> Callable[[EventDraft], tuple[Any, ...]]:
+    """A draft's bound values (data aside) for the rows of :func:`_sqlite_insert_sql`."""
+    present = [name for i, name in enumerate(_NULLABLE) if not nulls >> i & 1]
+    return operator.attrgetter("sequence", "type", "created_at", *present)
 
 
 def _insert_events(conn: Connection, dialect: str, drafts: list[EventDraft]) -> None:
@@ -369,22 +477,33 @@ def _insert_events(conn: Connection, dialect: str, drafts: list[EventDraft]) -> 
         columns = [[getattr(d, name) for d in drafts] for name in _EVENT_COLUMNS]
         conn.exec_driver_sql(_PG_INSERT_EVENTS, tuple(columns))
         return
-    for start in range(0, len(drafts), _SQLITE_ROWS):
-        chunk = drafts[start : start + _SQLITE_ROWS]
-        params: list[Any] = []
-        for d in chunk:
-            params += (
-                d.namespace,
-                d.sequence,
-                d.type,
-                d.agent_id,
-                d.run_id,
-                d.task_run_id,
-                d.data,
-                d.created_at,
-                d.client_time,
-            )
-        conn.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(params))
+    groups: dict[tuple[str, int], list[EventDraft]] = {}  # (namespace, NULL pattern) -> rows
+    for d in drafts:
+        key = (
+            d.namespace,
+            (d.agent_id is None)
+            | (d.run_id is None) << 1
+            | (d.task_run_id is None) << 2
+            | (d.client_time is None) << 3,
+        )
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [d]
+        else:
+            group.append(d)
+    for (namespace, nulls), group in groups.items():
+        values = _sqlite_row_values(nulls)
+        start = 0
+        while start < len(group):
+            rows = min(len(group) - start, _SQLITE_ROWS)
+            rows = 1 << (rows.bit_length() - 1)  # 100 rows: 64 + 32 + 4
+            chunk = group[start : start + rows]
+            start += rows
+            params: list[Any] = [namespace]
+            for d in chunk:
+                params += values(d)
+                params.append(bytearray(d.data))
+            run(conn, _sqlite_insert_sql(nulls, len(chunk)), params)
 
 
 def _sqlite_engine(url: str, synchronous: str, begin: str, echo: bool, pool_size: int) -> Engine:

@@ -1,14 +1,26 @@
-"""Stored answers of mutating calls, keyed by (namespace, request_id)."""
+"""Stored answers of mutating calls, keyed by (namespace, request_id).
+
+Every retried-safe write looks its request_id up and stores its answer, so both are
+plain SQL on the driver's cursor (``storage/sql.py``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, select
 
 from stateward.storage import schema
+from stateward.storage.sql import Sql, run
 
 t = schema.idempotency
+_GET = Sql(
+    "SELECT method, fingerprint, response FROM idempotency WHERE namespace = ? AND request_id = ?"
+)
+_PUT = Sql(
+    "INSERT INTO idempotency (namespace, request_id, method, fingerprint, response, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
 @dataclass(slots=True)
@@ -19,24 +31,15 @@ class StoredAnswer:
 
 
 def get(conn: Connection, namespace: str, request_id: str) -> StoredAnswer | None:
-    row = conn.execute(
-        select(t.c.method, t.c.fingerprint, t.c.response).where(
-            t.c.namespace == namespace, t.c.request_id == request_id
-        )
-    ).first()
-    return StoredAnswer(row.method, row.fingerprint, row.response) if row else None
+    row = run(conn, _GET, (namespace, request_id)).fetchone()
+    return StoredAnswer(*row) if row is not None else None
 
 
 def put(conn: Connection, namespace: str, request_id: str, answer: StoredAnswer, now: int) -> None:
-    conn.execute(
-        insert(t).values(
-            namespace=namespace,
-            request_id=request_id,
-            method=answer.method,
-            fingerprint=answer.fingerprint,
-            response=answer.response,
-            created_at=now,
-        )
+    run(
+        conn,
+        _PUT,
+        (namespace, request_id, answer.method, answer.fingerprint, answer.response, now),
     )
 
 

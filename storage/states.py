@@ -7,6 +7,8 @@ numbers are never reused, not even after a clear). A version referenced by a row
 
 Statements are built once, with bind parameters: building a Core statement costs
 several times more than executing it on SQLite, and these run on every state call.
+The statements of every write and of the per-call probes are plain SQL run on the
+driver's cursor (``storage/sql.py``), which costs a tenth of a prebuilt Core statement.
 """
 
 from __future__ import annotations
@@ -19,19 +21,15 @@ from sqlalchemy import (
     BindParameter,
     Connection,
     bindparam,
-    delete,
-    exists,
     func,
-    insert,
     select,
-    update,
 )
 
 from stateward.storage import schema
+from stateward.storage.sql import Sql, run
 
 s = schema.states
 a = schema.agents
-c = schema.checkpoints
 
 
 @dataclass(slots=True)
@@ -92,16 +90,13 @@ _LIVE = a.outerjoin(
     & (s.c.agent_id == a.c.agent_id)
     & (s.c.version == a.c.state_version),
 )
-# True for a states row that some checkpoint references (a correlated subquery).
-_PINNED = exists().where(
-    c.c.namespace == s.c.namespace,
-    c.c.agent_id == s.c.agent_id,
-    c.c.state_version == s.c.version,
-)
 
-_HEAD_READ = select(*_HEAD).where(*_THIS_AGENT)
-_HEAD_LOCK = _HEAD_READ.with_for_update()
-_PROBE = select(a.c.state_version, a.c.created_at, a.c.status).where(*_THIS_AGENT)
+_HEAD_COLUMNS = "namespace, agent_id, type, status, created_at, state_version, state_last_version"
+_HEAD_READ = Sql(f"SELECT {_HEAD_COLUMNS} FROM agents WHERE namespace = ? AND agent_id = ?")
+_HEAD_LOCK = Sql(_HEAD_READ.sqlite, for_update=True)
+_PROBE = Sql(
+    "SELECT state_version, created_at, status FROM agents WHERE namespace = ? AND agent_id = ?"
+)
 _LATEST = select(*_HEAD, *_ALL).select_from(_LIVE).where(*_THIS_AGENT)
 _LATEST_MANY = (
     select(*_HEAD, *_ALL)
@@ -109,22 +104,42 @@ _LATEST_MANY = (
     .where(a.c.namespace == _NS, a.c.agent_id.in_(bindparam("agents", expanding=True)))
     .where(s.c.version.is_not(None))
 )
-_VERSION = select(*_ALL).where(*_THIS_STATE, s.c.version == bindparam("version"))
+_RECORD_COLUMNS = (
+    "namespace, agent_id, version, document, schema_version, size, event_sequence, created_at"
+)
+_VERSION = Sql(
+    f"SELECT {_RECORD_COLUMNS} FROM states WHERE namespace = ? AND agent_id = ? AND version = ?"
+)
 _AS_OF = (
     select(*_ALL)
     .where(*_THIS_STATE, s.c.created_at <= bindparam("at"))
     .order_by(s.c.version.desc())
     .limit(1)
 )
-_INSERT = insert(s)
-_SET_VERSIONS = (
-    update(a)
-    .where(*_THIS_AGENT)
-    .values(state_version=bindparam("live"), state_last_version=bindparam("last"))
+_INSERT = Sql(f"INSERT INTO states ({_RECORD_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_SET_VERSIONS = Sql(
+    "UPDATE agents SET state_version = ?, state_last_version = ? "
+    "WHERE namespace = ? AND agent_id = ?"
 )
-_PRUNE_ONE = delete(s).where(*_THIS_STATE, s.c.version == bindparam("cutoff"), ~_PINNED)
-_PRUNE_UPTO = delete(s).where(*_THIS_STATE, s.c.version <= bindparam("cutoff"), ~_PINNED)
-_DELETE_UNPINNED = delete(s).where(*_THIS_STATE, ~_PINNED)
+# Takes the next version number and makes it live, in one statement; no row when the
+# agent is missing, TERMINATED, or (the second form) not at the expected version.
+_NEXT_VERSION = (
+    "UPDATE agents SET state_version = state_last_version + 1, "
+    "state_last_version = state_last_version + 1 "
+    "WHERE namespace = ? AND agent_id = ? AND status <> 'TERMINATED'"
+)
+_NEXT = Sql(f"{_NEXT_VERSION} RETURNING type, created_at, state_last_version")
+_NEXT_IF_AT = Sql(
+    f"{_NEXT_VERSION} AND state_version = ? RETURNING type, created_at, state_last_version"
+)
+_UNPINNED = (
+    "NOT EXISTS (SELECT 1 FROM checkpoints WHERE checkpoints.namespace = states.namespace "
+    "AND checkpoints.agent_id = states.agent_id AND checkpoints.state_version = states.version)"
+)
+_DELETE_STATES = "DELETE FROM states WHERE namespace = ? AND agent_id = ?"
+_PRUNE_ONE = Sql(f"{_DELETE_STATES} AND version = ? AND {_UNPINNED}")
+_PRUNE_UPTO = Sql(f"{_DELETE_STATES} AND version <= ? AND {_UNPINNED}")
+_DELETE_UNPINNED = Sql(f"{_DELETE_STATES} AND {_UNPINNED}")
 
 
 def _head(row: Any) -> StateHead:
@@ -156,9 +171,8 @@ def _record(row: Any, with_document: bool = True) -> StateRecord:
 def head(
     conn: Connection, namespace: str, agent_id: str, *, for_update: bool = False
 ) -> StateHead | None:
-    query = _HEAD_LOCK if for_update else _HEAD_READ
-    row = conn.execute(query, {"ns": namespace, "agent": agent_id}).first()
-    return _head(row) if row is not None else None
+    row = run(conn, _HEAD_LOCK if for_update else _HEAD_READ, (namespace, agent_id)).fetchone()
+    return StateHead(*row) if row is not None else None
 
 
 class Probe(NamedTuple):
@@ -172,8 +186,8 @@ def probe(conn: Connection, namespace: str, agent_id: str) -> Probe | None:
 
     The cheapest read that says whether a cached latest state is still current.
     """
-    row = conn.execute(_PROBE, {"ns": namespace, "agent": agent_id}).first()
-    return Probe(row[0], row[1], row[2]) if row is not None else None
+    row = run(conn, _PROBE, (namespace, agent_id)).fetchone()
+    return Probe(*row) if row is not None else None
 
 
 def latest(
@@ -197,8 +211,8 @@ def latest_many(
 def get_version(
     conn: Connection, namespace: str, agent_id: str, version: int
 ) -> StateRecord | None:
-    row = conn.execute(_VERSION, {"ns": namespace, "agent": agent_id, "version": version}).first()
-    return _record(row) if row is not None else None
+    row = run(conn, _VERSION, (namespace, agent_id, version)).fetchone()
+    return StateRecord(*row) if row is not None else None
 
 
 def as_of(conn: Connection, namespace: str, agent_id: str, at: int) -> StateRecord | None:
@@ -255,24 +269,49 @@ def count_agents_after(
 
 
 # -- writes --------------------------------------------------------------------------
+class NextVersion(NamedTuple):
+    """The agent columns a new version needs, read back as its number was taken."""
+
+    type: str
+    created_at: int
+    version: int
+
+
+def take_next_version(
+    conn: Connection, namespace: str, agent_id: str, *, expected: int | None
+) -> NextVersion | None:
+    """Make the agent's next version number its live one and return it, in one statement.
+
+    None, with nothing changed, when the agent is missing or TERMINATED or, with
+    ``expected``, its live version is another: read :func:`head` to say which.
+    """
+    if expected is None:
+        cursor = run(conn, _NEXT, (namespace, agent_id))
+    else:
+        cursor = run(conn, _NEXT_IF_AT, (namespace, agent_id, expected))
+    found = cursor.fetchall()  # to the end: SQLite finishes a RETURNING statement there
+    return NextVersion(*found[0]) if found else None
+
+
 def insert_version(conn: Connection, record: StateRecord) -> None:
-    conn.execute(
+    run(
+        conn,
         _INSERT,
-        {
-            "namespace": record.namespace,
-            "agent_id": record.agent_id,
-            "version": record.version,
-            "document": record.document,
-            "schema_version": record.schema_version,
-            "size": record.size,
-            "event_sequence": record.event_sequence,
-            "created_at": record.created_at,
-        },
+        (
+            record.namespace,
+            record.agent_id,
+            record.version,
+            record.document,
+            record.schema_version,
+            record.size,
+            record.event_sequence,
+            record.created_at,
+        ),
     )
 
 
 def set_versions(conn: Connection, namespace: str, agent_id: str, *, live: int, last: int) -> None:
-    conn.execute(_SET_VERSIONS, {"ns": namespace, "agent": agent_id, "live": live, "last": last})
+    run(conn, _SET_VERSIONS, (live, last, namespace, agent_id))
 
 
 def prune(conn: Connection, namespace: str, agent_id: str, cutoff: int, *, sweep: bool) -> int:
@@ -284,12 +323,10 @@ def prune(conn: Connection, namespace: str, agent_id: str, cutoff: int, *, sweep
     """
     if cutoff < 1:
         return 0
-    query = _PRUNE_UPTO if sweep else _PRUNE_ONE
-    result = conn.execute(query, {"ns": namespace, "agent": agent_id, "cutoff": cutoff})
-    return int(result.rowcount or 0)
+    cursor = run(conn, _PRUNE_UPTO if sweep else _PRUNE_ONE, (namespace, agent_id, cutoff))
+    return max(0, cursor.rowcount)
 
 
 def delete_unpinned(conn: Connection, namespace: str, agent_id: str) -> int:
     """Delete every version of an agent that no checkpoint references."""
-    result = conn.execute(_DELETE_UNPINNED, {"ns": namespace, "agent": agent_id})
-    return int(result.rowcount or 0)
+    return max(0, run(conn, _DELETE_UNPINNED, (namespace, agent_id)).rowcount)

@@ -39,6 +39,36 @@ def _event_data(**fields: object) -> bytes:
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _transition_data(
+    from_status: str, to_status: str, reason: str, error: ErrorRecord | None
+) -> bytes:
+    """``_event_data(from=..., to=..., reason=...[, error=..., error_kind=...])``, without
+    building a dict for the encoder: statuses are plain upper-case words."""
+    text = f'{{"from":"{from_status}","to":"{to_status}","reason":{_json(reason)}'
+    if error is not None:
+        text += f',"error":{_json(error.message)},"error_kind":{error.kind}'
+    return f"{text}}}".encode()
+
+
+_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _refusal(agent_id: str, action: Action, found: AgentRecord | None) -> Exception:
+    """Why ``action`` did not apply to the agent, as read after the fact."""
+    if found is None:
+        return _not_found(agent_id)
+    current = Status(found.status)
+    if target_of(action, current) is None:
+        return InvalidTransition(
+            agent_id,
+            current.value,
+            ACTIONS[action][0].value,
+            [s.value for s in allowed_targets(current)],
+        )
+    # Allowed from where it is now: only a concurrent change (another replica) explains it.
+    return Conflict(f"agent {agent_id!r} changed concurrently; retry", reason="CONCURRENT_UPDATE")
+
+
 def _not_found(agent_id: str) -> NotFound:
     return NotFound(f"agent {agent_id!r} does not exist")
 
@@ -231,42 +261,45 @@ class LifecycleService:
         check.check_request_id(v, request_id)
         v.raise_if_any()
 
+        target, sources = ACTIONS[action]
+        stamp = STAMPS.get(target)
+
         def write(ctx: WriteContext) -> TransitionResult:
-            record = agent_rows.get(ctx.conn, namespace, agent_id, for_update=True)
-            if record is None:
-                raise _not_found(agent_id)
-            current = Status(record.status)
-            target = target_of(action, current)
-            if target is None:
-                wanted = ACTIONS[action][0]
-                raise InvalidTransition(
-                    agent_id,
-                    current.value,
-                    wanted.value,
-                    [s.value for s in allowed_targets(current)],
-                )
             stamped = (
                 ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now)
                 if error
                 else None
             )
-            if not agent_rows.set_status(
-                ctx.conn, record, target.value, ctx.now, stamp=STAMPS.get(target), error=stamped
-            ):
-                # Only reachable on PostgreSQL with another replica racing us.
-                raise Conflict(
-                    f"agent {agent_id!r} changed concurrently; retry", reason="CONCURRENT_UPDATE"
+            if len(sources) == 1:
+                # The source is implied: one statement moves the agent if it is there.
+                (current,) = sources
+                moved = agent_rows.move_status(
+                    ctx.conn,
+                    namespace,
+                    agent_id,
+                    current.value,
+                    target.value,
+                    ctx.now,
+                    stamp=stamp,
+                    error=stamped,
                 )
-            data: dict[str, object] = {
-                "from": current.value,
-                "to": target.value,
-                "reason": reason or action.value,
-            }
-            if stamped is not None:
-                data["error"] = stamped.message
-                data["error_kind"] = stamped.kind
+                if moved is None:
+                    raise _refusal(agent_id, action, agent_rows.get(ctx.conn, namespace, agent_id))
+                record = moved
+            else:
+                found = agent_rows.get(ctx.conn, namespace, agent_id, for_update=True)
+                if found is None or target_of(action, Status(found.status)) is None:
+                    raise _refusal(agent_id, action, found)
+                record, current = found, Status(found.status)
+                if not agent_rows.set_status(
+                    ctx.conn, record, target.value, ctx.now, stamp=stamp, error=stamped
+                ):
+                    raise _refusal(agent_id, action, record)  # another replica raced us
             event = ctx.emit(
-                namespace, "agent.transitioned", _event_data(**data), agent_id=agent_id
+                namespace,
+                "agent.transitioned",
+                _transition_data(current.value, target.value, reason or action.value, stamped),
+                agent_id=agent_id,
             )
             transition = agent_rows.add_transition(
                 ctx.conn,

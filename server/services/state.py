@@ -151,12 +151,20 @@ class StateService:
         await self._refuse_if_stale(namespace, agent_id, expected_version, replay)
 
         def write(ctx: WriteContext) -> StateRecord:
-            head = self._writable_head(ctx.conn, namespace, agent_id)
-            _compare(agent_id, head, expected_version)
+            # One statement checks the agent and takes the version; only a refusal reads why.
+            taken = rows.take_next_version(ctx.conn, namespace, agent_id, expected=expected_version)
+            if taken is None:
+                head = self._writable_head(ctx.conn, namespace, agent_id)
+                _compare(agent_id, head, expected_version)
+                raise Conflict(  # only when another replica changed it between the two
+                    f"agent {agent_id!r} changed concurrently; retry", reason="CONCURRENT_UPDATE"
+                )
             # 0 means "the shape this agent type has now": the newest registered schema
             # version, so a fresh document is never "upgraded" again on read.
-            shape = schema_version or self.registry.target(head.type)
-            return self._commit_version(ctx, head, document, shape, "state.saved")
+            shape = schema_version or self.registry.target(taken.type)
+            return self._commit_version(
+                ctx, namespace, agent_id, taken, document, shape, "state.saved"
+            )
 
         return await self.db.write(guarded(namespace, replay, write))
 
@@ -202,7 +210,10 @@ class StateService:
                     f"the patched document would be {len(document)} bytes, over the "
                     f"limit of {self.max_bytes} bytes",
                 )
-            return self._commit_version(ctx, head, document, schema_version, "state.patched")
+            taken = _take_next(ctx, head)
+            return self._commit_version(
+                ctx, namespace, agent_id, taken, document, schema_version, "state.patched"
+            )
 
         return await self.db.write(guarded(namespace, replay, write))
 
@@ -282,16 +293,21 @@ class StateService:
     def _commit_version(
         self,
         ctx: WriteContext,
-        head: StateHead,
+        namespace: str,
+        agent_id: str,
+        taken: rows.NextVersion,
         document: bytes,
         schema_version: int,
         event_type: str,
         **event_extra: object,
     ) -> StateRecord:
-        """Write ``document`` as the agent's next version, prune, emit, refresh the cache."""
-        conn, namespace, agent_id = ctx.conn, head.namespace, head.agent_id
-        version = head.state_last_version + 1
-        data = _event_data(version=version, size=len(document), **event_extra)
+        """Write ``document`` as the version ``taken`` (already live on the agent row),
+        prune, emit, refresh the cache."""
+        conn, version = ctx.conn, taken.version
+        if event_extra:
+            data = _event_data(version=version, size=len(document), **event_extra)
+        else:  # the hot path: two integers need no JSON encoder
+            data = b'{"version":%d,"size":%d}' % (version, len(document))
         event = ctx.emit(namespace, event_type, data, agent_id=agent_id)
         record = StateRecord(
             namespace,
@@ -304,16 +320,15 @@ class StateService:
             ctx.now,
         )
         rows.insert_version(conn, record)
-        rows.set_versions(conn, namespace, agent_id, live=version, last=version)
         rows.prune(
             conn, namespace, agent_id, version - self.history, sweep=version % self.history == 0
         )
         key = (namespace, agent_id)
-        if self.registry.needs_upgrade(head.type, schema_version):
+        if self.registry.needs_upgrade(taken.type, schema_version):
             # Readers see the upgraded form; let the next read upgrade and cache it.
             ctx.after_commit(lambda: self.cache.discard(key))
         else:
-            entry = CachedState(record, head.created_at, writable=True)
+            entry = CachedState(record, taken.created_at, writable=True)
             ctx.after_commit(lambda: self.cache.put(key, entry, len(document) + ENTRY_OVERHEAD))
         return record
 
@@ -616,7 +631,9 @@ class StateService:
                 )
             self._commit_version(
                 ctx,
-                head,
+                namespace,
+                agent_id,
+                _take_next(ctx, head),
                 upgraded.document,
                 upgraded.schema_version,
                 "state.migrated",
@@ -646,6 +663,13 @@ def _terminated(transition: bytes) -> bool:
         return bool(json.loads(transition).get("to") == Status.TERMINATED.value)
     except (ValueError, AttributeError):
         return False
+
+
+def _take_next(ctx: WriteContext, head: StateHead) -> rows.NextVersion:
+    """Make the next version live on an agent row already read (and locked) as ``head``."""
+    version = head.state_last_version + 1
+    rows.set_versions(ctx.conn, head.namespace, head.agent_id, live=version, last=version)
+    return rows.NextVersion(head.type, head.created_at, version)
 
 
 def _check_expected_version(v: Violations, expected: int | None) -> None:
