@@ -4,8 +4,13 @@ Stateward mode: every subscriber streams SubscribeEvents filtered to one run fro
 known sequence (so none can miss an event however late its stream registers) and
 records commit-to-delivery latency as receive wall time minus the event's
 create_time (same machine, same clock). A writer appends single events at a fixed
-rate, or batches of 100 as fast as it can (``rate=0``) for the max deliveries/s.
-Bare mode: each subscriber opens ``/bench.Echo/Stream`` and counts 200-byte messages.
+rate (open loop), or (``rate=0``) batches of 100 as fast as the subscribers keep up:
+it stays at most ``MAX_AHEAD`` events ahead of the slowest one, so the run measures
+the deliveries/s the server sustains, not how far an unthrottled writer can outrun
+them. Deliveries/s counts what arrived while the writer ran; afterwards every
+subscriber drains to the last event, which checks that none was lost.
+Bare mode: each subscriber opens ``/bench.Echo/Stream`` and counts 200-byte messages
+(the server sends as fast as each client reads).
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ from bench.loadgen import CHANNEL_OPTIONS, percentile
 from bench.scenarios import document
 from stateward.v1 import execution_pb2, execution_pb2_grpc
 
+# How far (in events) the max-rate writer may lead the slowest subscriber: 8 batches,
+# below the server's default per-subscriber buffer (1,024 events).
+MAX_AHEAD = 800
+STALL_S = 30.0  # a subscriber that receives nothing for this long gives up (and the run fails)
+
 
 def _now_us() -> int:
     return time.time_ns() // 1000
@@ -37,6 +47,8 @@ async def _subscribers(
     run_id: str,
     after: int,
     duration: float,
+    slot: int,
+    progress: Any,
     last_seq: Any,
     ready: Any,
     go: Any,
@@ -45,6 +57,7 @@ async def _subscribers(
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         await channel.channel_ready()
         latencies: array = array("d")
+        arrivals: array = array("q")  # receive wall time (µs) of each event
         received = [0] * count
         lasts: list[int] = []
         if mode == "bare":
@@ -52,6 +65,7 @@ async def _subscribers(
             calls = [method(f"200,{duration}".encode()) for _ in range(count)]
             ready.put(1)
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
+            cpu0 = procstat.own_cpu_seconds()
 
             async def drain(i: int) -> None:
                 async for _ in calls[i]:
@@ -78,12 +92,18 @@ async def _subscribers(
                         break
             ready.put(1)
             await asyncio.get_running_loop().run_in_executor(None, go.wait)
-            deadline = time.monotonic() + duration + 30
+            cpu0 = procstat.own_cpu_seconds()
+            seen_by = [after] * count
+
+            async def report() -> None:  # the slowest stream here, for the max-rate writer
+                while True:
+                    progress[slot] = min(seen_by)
+                    await asyncio.sleep(0.005)
 
             async def drain(i: int) -> None:
                 call = calls[i]
-                seen, last_at = 0, 0
-                while time.monotonic() < deadline:
+                seen, last_at, heard = after, 0, time.monotonic()
+                while time.monotonic() - heard < STALL_S:
                     if last_seq.value and seen >= last_seq.value:
                         break
                     # No wait_for here: cancelling a read cancels the RPC. Idle streams wake
@@ -95,13 +115,20 @@ async def _subscribers(
                         last_at = _now_us()
                         event = item.event
                         latencies.append((last_at - event.create_time.ToMicroseconds()) / 1e3)
+                        arrivals.append(last_at)
                         received[i] += 1
-                        seen = event.sequence
+                        seen = seen_by[i] = event.sequence
+                        heard = time.monotonic()
                 lasts.append(last_at)
                 call.cancel()
 
+            reporter = asyncio.ensure_future(report())
             await asyncio.gather(*(drain(i) for i in range(count)))
-        results.put((latencies.tobytes(), received, max(lasts) if lasts else 0))
+            reporter.cancel()
+        cpu = procstat.own_cpu_seconds() - cpu0
+        results.put(
+            (latencies.tobytes(), received, max(lasts) if lasts else 0, arrivals.tobytes(), cpu)
+        )
 
 
 def _subscriber_proc(*args: Any) -> None:
@@ -110,12 +137,13 @@ def _subscriber_proc(*args: Any) -> None:
         asyncio.run(_subscribers(*args))
     except BaseException as error:
         args[-3].put(1)
-        results.put((b"", [], f"{type(error).__name__}: {error}"))
+        results.put((b"", [], f"{type(error).__name__}: {error}", b"", 0.0))
 
 
 async def _write(
-    target: str, run_id: str, rate: float, duration: float
-) -> tuple[int, int, int, float]:
+    target: str, run_id: str, rate: float, duration: float, progress: Any
+) -> tuple[int, int, int, int]:
+    """Append for ``duration`` s: (events written, last sequence, start and end wall µs)."""
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         stub = execution_pb2_grpc.ExecutionServiceStub(channel)
         data = document(200, "fan")
@@ -137,13 +165,18 @@ async def _write(
                 delay = start + written / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
+            stopped_us = _now_us()
             last = max(reply.last_sequence for reply in await asyncio.gather(*tasks))
-        else:
+        else:  # as fast as the slowest subscriber keeps up (at most MAX_AHEAD events behind)
             while time.monotonic() - start < duration:
+                if last and last - min(progress[:]) >= MAX_AHEAD:
+                    await asyncio.sleep(0.001)
+                    continue
                 reply = await stub.AppendEvents(request)
                 written += batch
                 last = reply.last_sequence
-        return written, last, started_us, time.monotonic() - start
+            stopped_us = _now_us()
+        return written, last, started_us, stopped_us
 
 
 def run_fanout(
@@ -162,17 +195,22 @@ def run_fanout(
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     last_seq = ctx.Value("q", 0)
     per = [
-        subscribers // processes + (1 if i < subscribers % processes else 0)
-        for i in range(processes)
+        n
+        for n in (
+            subscribers // processes + (1 if i < subscribers % processes else 0)
+            for i in range(processes)
+        )
+        if n
     ]
+    progress = ctx.Array("q", [after] * len(per))
     procs = [
         ctx.Process(
             target=_subscriber_proc,
             daemon=True,
-            args=(target, mode, n, run_id, after, duration, last_seq, ready, go, results),
+            args=(target, mode, n, run_id, after, duration, slot, progress, last_seq)
+            + (ready, go, results),
         )
-        for n in per
-        if n
+        for slot, n in enumerate(per)
     ]
     for proc in procs:
         proc.start()
@@ -180,11 +218,13 @@ def run_fanout(
         ready.get(timeout=120)
     cpu0 = procstat.cpu_seconds(server_pid) if server_pid else 0.0
     go.set()
-    written, started_us = 0, _now_us()
+    written, started_us, stopped_us = 0, _now_us(), 0
     if mode != "bare":
-        written, last, started_us, _ = asyncio.run(_write(target, run_id, rate, duration))
+        written, last, started_us, stopped_us = asyncio.run(
+            _write(target, run_id, rate, duration, progress)
+        )
         last_seq.value = last
-    collected = [results.get(timeout=duration + 90) for _ in procs]
+    collected = [results.get(timeout=duration + STALL_S + 90) for _ in procs]
     server_cpu = procstat.cpu_seconds(server_pid) - cpu0 if server_pid else None
     for proc in procs:
         proc.join(10)
@@ -192,28 +232,43 @@ def run_fanout(
     if errors:
         raise RuntimeError(f"subscriber failed: {errors[0]}")
     latencies: array = array("d")
+    arrivals: array = array("q")
     per_subscriber: list[int] = []
-    for raw, received, _ in collected:
+    for raw, received, _, raw_arrivals, _ in collected:
         part = array("d")
         part.frombytes(raw)
         latencies.extend(part)
+        times = array("q")
+        times.frombytes(raw_arrivals)
+        arrivals.extend(times)
         per_subscriber.extend(received)
     end_us = max(c[2] for c in collected)
     total = sum(per_subscriber)
-    elapsed = duration if mode == "bare" else max((end_us - started_us) / 1e6, 1e-9)
+    client_cpu = sum(c[4] for c in collected)
+    if mode == "bare":
+        window, in_window = duration, total
+    else:  # what arrived while the writer ran; the drain after it only checks completeness
+        window = max((stopped_us - started_us) / 1e6, 1e-9)
+        in_window = sum(1 for t in arrivals if t <= stopped_us)
     lat = sorted(latencies)
     return {
         "mode": mode,
         "subscribers": subscribers,
         "rate": rate,
+        "max_ahead": MAX_AHEAD if mode != "bare" and not rate else None,
         "written": written,
         "delivered": total,
-        "deliveries_per_s": total / elapsed,
-        "elapsed_s": elapsed,
+        "delivered_while_writing": in_window,
+        "deliveries_per_s": in_window / window,
+        "window_s": window,
+        "drain_s": max(0.0, (end_us - stopped_us) / 1e6) if mode != "bare" else 0.0,
         "min_received": min(per_subscriber) if per_subscriber else 0,
         "every_subscriber_got_every_event": mode == "bare"
         or all(n == written for n in per_subscriber),
         "p50_ms": percentile(lat, 0.5) if lat else math.nan,
         "p99_ms": percentile(lat, 0.99) if lat else math.nan,
         "server_cpu_s": server_cpu,
+        "server_cpu_us_per_delivery": server_cpu / total * 1e6 if server_cpu and total else None,
+        "client_cpu_s": client_cpu,
+        "client_cpu_us_per_delivery": client_cpu / total * 1e6 if total else None,
     }

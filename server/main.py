@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 
@@ -29,6 +30,9 @@ def serve_main(argv: list[str]) -> int:
     from stateward.server.app import serve  # after logging is set up
     from stateward.storage.migrate import SchemaMismatch
 
+    # What is loaded by now lives as long as the process: keep it out of the collector's
+    # full passes, which otherwise stall the event loop for 40-120 ms (fan-out p99).
+    gc.freeze()
     try:
         asyncio.run(serve(settings))
     except (SchemaMismatch, config.ConfigError) as error:

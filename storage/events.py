@@ -12,6 +12,7 @@ together), so the page is complete up to the head even under READ COMMITTED.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from sqlalchemy.engine import make_url
 
 from stateward.storage import schema
 from stateward.storage.records import EventRecord
+from stateward.storage.sql import Sql, run
 
 e = schema.events
 n = schema.namespaces
@@ -140,6 +142,33 @@ def read_range(conn: Connection, namespace: str, after: int, up_to: int) -> list
         .order_by(e.c.sequence)
     )
     return [record_from_row(row) for row in rows]
+
+
+# -- appending ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=32)
+def _owners_sql(table: str, columns: str, key: str, count: int) -> Sql:
+    marks = ",".join("?" * count)
+    return Sql(f"SELECT {columns} FROM {table} WHERE namespace = ? AND {key} IN ({marks})")
+
+
+def owners(
+    conn: Connection, namespace: str, run_ids: Sequence[str], task_run_ids: Sequence[str]
+) -> tuple[dict[str, str | None], dict[str, tuple[str, str]]]:
+    """Existing runs (run_id -> agent_id) and task runs (task_run_id -> (run_id, agent_id))
+    among those given: one plain-SQL query per kind (AppendEvents' hot path)."""
+    runs: dict[str, str | None] = {}
+    tasks: dict[str, tuple[str, str]] = {}
+    if task_run_ids:
+        sql = _owners_sql(
+            "task_runs", "task_run_id, run_id, agent_id", "task_run_id", len(task_run_ids)
+        )
+        for task_run_id, run_id, agent_id in run(conn, sql, (namespace, *task_run_ids)):
+            tasks[task_run_id] = (run_id, agent_id)
+    if run_ids:
+        sql = _owners_sql("workflow_runs", "run_id, agent_id", "run_id", len(run_ids))
+        for run_id, agent_id in run(conn, sql, (namespace, *run_ids)):
+            runs[run_id] = agent_id
+    return runs, tasks
 
 
 # -- cross-replica notifications (PostgreSQL) -----------------------------------------------------

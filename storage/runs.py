@@ -8,11 +8,10 @@ never both finish the same run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from stateward.storage import labels as label_rows
 from stateward.storage import schema
@@ -417,37 +416,3 @@ def expire_task(
         return False
     record.status, record.ended_at, record.error = status, now, error
     return True
-
-
-# -- event owners ----------------------------------------------------------------------------------
-# Built once: the hot path (AppendEvents) only binds values.
-_TASK_OWNERS = select(t.c.task_run_id, t.c.run_id, t.c.agent_id).where(
-    t.c.namespace == bindparam("namespace"), t.c.task_run_id.in_(bindparam("ids", expanding=True))
-)
-_RUN_OWNERS = select(w.c.run_id, w.c.agent_id).where(
-    w.c.namespace == bindparam("namespace"), w.c.run_id.in_(bindparam("ids", expanding=True))
-)
-
-
-def owners(
-    conn: Connection, namespace: str, run_ids: Iterable[str], task_run_ids: Iterable[str]
-) -> tuple[dict[str, str | None], dict[str, tuple[str, str]]]:
-    """Existing runs (run_id -> agent_id) and task runs (task_run_id -> (run_id, agent_id)).
-
-    One query per kind, however many events refer to them.
-    """
-    runs: dict[str, str | None] = {}
-    tasks: dict[str, tuple[str, str]] = {}
-    task_ids = list(task_run_ids)
-    if task_ids:
-        for task_run_id, run_id, agent_id in conn.execute(
-            _TASK_OWNERS, {"namespace": namespace, "ids": task_ids}
-        ):
-            tasks[task_run_id] = (run_id, agent_id)
-    run_list = list(run_ids)
-    if run_list:
-        for run_id, agent_id in conn.execute(
-            _RUN_OWNERS, {"namespace": namespace, "ids": run_list}
-        ):
-            runs[run_id] = agent_id
-    return runs, tasks

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
@@ -23,6 +22,7 @@ from stateward.v1 import execution_pb2 as pb
 from stateward.v1 import execution_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext
+SERVICE = "stateward.v1.ExecutionService"
 
 RUN_STATUS = {s.value: pb.RunStatus.Value(f"RUN_STATUS_{s.value}") for s in RunStatus}
 RUN_STATUS_NAME = {number: name for name, number in RUN_STATUS.items()}
@@ -90,8 +90,15 @@ def event(r: Any) -> pb.Event:
     )
 
 
-def event_item(r: Any) -> pb.SubscribeEventsResponse:
-    return pb.SubscribeEventsResponse(event=event(r))
+def event_item(r: Any) -> bytes:
+    """An event as an encoded SubscribeEventsResponse: the bus encodes each event once,
+    and SubscribeEvents sends these bytes as they are."""
+    return pb.SubscribeEventsResponse(event=event(r)).SerializeToString()
+
+
+def keepalive_item(head: int) -> bytes:
+    message = pb.SubscribeEventsResponse(keepalive=pb.Keepalive(head_sequence=head))
+    return message.SerializeToString()
 
 
 def event_filter(message: pb.EventFilter) -> EventFilter:
@@ -307,11 +314,8 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
     async def AppendEvents(
         self, request: pb.AppendEventsRequest, context: Ctx
     ) -> pb.AppendEventsResponse:
-        def build(span: tuple[int, int]) -> pb.AppendEventsResponse:
-            return pb.AppendEventsResponse(first_sequence=span[0], last_sequence=span[1])
-
-        events = [
-            NewEvent(
+        events: list[NewEvent] = [
+            (
                 e.type,
                 e.data_json,
                 convert.micros(e.client_time, "client_time") if e.HasField("client_time") else None,
@@ -321,9 +325,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             for e in request.events
         ]
         result = await self.service.append_events(
-            namespace(context), events, replay(request, "AppendEvents", build)
+            namespace(context), events, replay(request, "AppendEvents", _appended)
         )
-        return respond(result, pb.AppendEventsResponse, build)
+        return respond(result, pb.AppendEventsResponse, _appended)
 
     @unary
     async def ListEvents(
@@ -341,9 +345,9 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
         )
         return pb.ListEventsResponse(events=[event(r) for r in records], next_page_token=token)
 
-    async def SubscribeEvents(
-        self, request: pb.SubscribeEventsRequest, context: Ctx
-    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
+    async def SubscribeEvents(self, request: pb.SubscribeEventsRequest, context: Ctx) -> None:
+        """Writes the encoded responses the service yields (registered with no serializer)."""
+        write = context.write
         try:
             stream = self.service.subscribe(
                 namespace(context),
@@ -352,18 +356,29 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
                 from_head=request.from_head,
                 keepalive=(_duration(request, "keepalive_interval") or 0) / 1_000_000,
             )
-            async with aclosing(stream):
-                async for item in stream:
-                    if isinstance(item, Keepalive):
-                        yield pb.SubscribeEventsResponse(
-                            keepalive=pb.Keepalive(head_sequence=item.head)
-                        )
-                    else:
-                        yield item
-        except (grpc.aio.AbortError, grpc.RpcError):
-            raise
         except Exception as error:
             await status.abort(context, error)
+            return
+        async with aclosing(stream):
+            step = stream.__anext__
+            while True:
+                # Only the service's errors become a status; a failed write ends the call.
+                try:
+                    item = await step()
+                except StopAsyncIteration:
+                    return
+                except Exception as error:
+                    await status.abort(context, error)
+                    return
+                if isinstance(item, Keepalive):
+                    await write(keepalive_item(item.head))
+                    continue
+                for message in item:
+                    await write(message)
+
+
+def _appended(span: tuple[int, int]) -> pb.AppendEventsResponse:
+    return pb.AppendEventsResponse(first_sequence=span[0], last_sequence=span[1])
 
 
 def _run_status_filter(value: int) -> str | None:
@@ -395,4 +410,28 @@ def register(server: grpc.aio.Server, deps: Deps) -> None:
         deps.background.extend([bus.listen, bus.poll])
     deps.shutdown.append(bus.close)
     servicer = ExecutionServicer(ExecutionService(deps.db, bus))
-    execution_pb2_grpc.add_ExecutionServiceServicer_to_server(servicer, server)
+    handlers = _Handlers()
+    execution_pb2_grpc.add_ExecutionServiceServicer_to_server(servicer, handlers)
+    # SubscribeEvents sends bytes encoded once per event for all subscribers: no serializer.
+    handlers.methods["SubscribeEvents"] = grpc.unary_stream_rpc_method_handler(
+        servicer.SubscribeEvents, request_deserializer=pb.SubscribeEventsRequest.FromString
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE, handlers.methods),)
+    )
+    server.add_registered_method_handlers(SERVICE, handlers.methods)
+
+
+class _Handlers:
+    """Collects the generated registration's handlers, so that one can be replaced."""
+
+    def __init__(self) -> None:
+        self.methods: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers also come through add_registered_method_handlers
+
+    def add_registered_method_handlers(
+        self, service: str, methods: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.methods.update(methods)

@@ -213,6 +213,35 @@ def test_idle_streams_get_keepalives_with_the_head(api: Api) -> None:
     assert item.HasField("keepalive") and item.keepalive.head_sequence == head
 
 
+def test_live_events_are_encoded_once_for_all_subscribers(
+    api: Api, shared_server: ServerThread
+) -> None:
+    bus = bus_of(shared_server)
+    run_id, _ = api.setup("a1")
+    head = api.append(run_id, "x").last_sequence
+    streams = [api.subscribe(after_sequence=head, keepalive=1) for _ in range(3)]
+    for stream in streams:
+        take(stream, 1)  # a keepalive: caught up and armed, so what follows is live
+    encoded: list[int] = []
+    original = bus.encode
+
+    def counting(event: Any) -> Any:
+        encoded.append(event.sequence)
+        return original(event)
+
+    bus.encode = counting
+    try:
+        appended = api.append(run_id, "a", "b")
+        received = [take_events(stream, 2) for stream in streams]
+    finally:
+        bus.encode = original
+        for stream in streams:
+            stream.cancel()
+    mine = [e for e in api.log() if e.sequence > head]
+    assert all(events == mine for events in received)  # the bytes sent are the event
+    assert encoded == [appended.first_sequence, appended.last_sequence]
+
+
 def test_subscribe_refuses_bad_requests(api: Api) -> None:
     cases = [
         ({"after_sequence": 5, "from_head": True}, "from_head"),
