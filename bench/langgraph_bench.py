@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench import procstat
+
 
 def _checkpoint(step: int) -> dict[str, Any]:
     from langgraph.checkpoint.base import empty_checkpoint
@@ -24,7 +26,12 @@ def _checkpoint(step: int) -> dict[str, Any]:
     return dict(checkpoint)
 
 
-def pairs_per_s(saver: Any, threads: int, duration: float, tag: str) -> dict[str, Any]:
+def pairs_per_s(
+    saver: Any, threads: int, duration: float, tag: str, server_pid: int | None = None
+) -> dict[str, Any]:
+    """Pairs per second; with ``server_pid``, also the server's and this process's CPU per
+    pair (the robust figures on a shared machine)."""
+
     def worker(index: int) -> int:
         config: Any = {"configurable": {"thread_id": f"{tag}-t{index}", "checkpoint_ns": ""}}
         done = 0
@@ -39,11 +46,18 @@ def pairs_per_s(saver: Any, threads: int, duration: float, tag: str) -> dict[str
             done += 1
         return done
 
+    server_cpu = procstat.cpu_seconds(server_pid) if server_pid else 0.0
+    client_cpu = procstat.own_cpu_seconds()
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         total = sum(pool.map(worker, range(threads)))
     elapsed = time.perf_counter() - start
-    return {"threads": threads, "pairs": total, "pairs_per_s": total / elapsed}
+    result = {"threads": threads, "pairs": total, "pairs_per_s": total / elapsed}
+    result["client_cpu_us_per_pair"] = (procstat.own_cpu_seconds() - client_cpu) * 1e6 / total
+    if server_pid:
+        server_cpu = procstat.cpu_seconds(server_pid) - server_cpu
+        result["server_cpu_us_per_pair"] = server_cpu * 1e6 / total
+    return result
 
 
 def available() -> str | None:

@@ -30,6 +30,7 @@ from bench.loadgen import LoadResult, run_load
 from bench.server import EchoServer, Stateward
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CHECKPOINT_ROUNDS = 3  # alternating rounds of the checkpoint transfer figures
 MiB = 1 << 20
 
 
@@ -414,11 +415,18 @@ class Bench:
     def checkpoints(self, server: Stateward) -> None:
         total = self.args.checkpoint_mib * MiB
         seed.seed(server.target, {"agents": [("ckpt", 1, False, False)]})
-        raw = disk.sequential(self.root, total)
-        bare = checkpoints.run_bare(self.echo.target, total)
-        ours = checkpoints.run_stateward(
-            server.target, "ckpt-000000", total, server.pid, server.data_dir
-        )
+        # Rounds alternate disk, bare gRPC and Stateward, and each keeps its fastest: a
+        # neighbour's burst then costs one round, not one side of a ratio.
+        rounds: tuple[list[dict[str, Any]], ...] = ([], [], [])
+        for _ in range(CHECKPOINT_ROUNDS):
+            rounds[0].append(disk.sequential(self.root, total))
+            rounds[1].append(checkpoints.run_bare(self.echo.target, total))
+            rounds[2].append(
+                checkpoints.run_stateward(
+                    server.target, "ckpt-000000", total, server.pid, server.data_dir
+                )
+            )
+        raw, bare, ours = (checkpoints.best(each) for each in rounds)
         self.report.raw["checkpoint"] = {"raw_disk": raw, "bare_grpc": bare, "stateward": ours}
         size = f"{self.args.checkpoint_mib} MiB"
         for way, disk_key in (("upload", "write_MiBps"), ("download", "read_MiBps")):
@@ -477,7 +485,7 @@ class Bench:
         try:
             for threads in (1, 16):
                 ours[threads] = langgraph_bench.pairs_per_s(
-                    saver, threads, self.args.duration, f"sw{threads}"
+                    saver, threads, self.args.duration, f"sw{threads}", server_pid=server.pid
                 )
         finally:
             close()

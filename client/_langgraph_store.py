@@ -3,7 +3,9 @@
 Both stores offer the same operations over a thread's agent and its
 checkpoints; the saver decides what to read and write (see
 ``_langgraph_codec``). Payloads above ``INLINE_LIMIT`` are streamed with
-``upload_checkpoint``; every download is verified against its manifest.
+``upload_checkpoint``. Small payloads come back inside a labelled listing
+(``include_payloads``: the server stores them inline and verifies them); the
+others are downloaded, and every download is verified against its manifest.
 """
 
 from __future__ import annotations
@@ -46,13 +48,26 @@ class SyncStore:
             self._pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="stateward-saver")
         return list(self._pool.map(fn, items))
 
-    def manifests(self, agent_id: str) -> list[Manifest]:
-        """Every checkpoint manifest of ``agent_id`` ("" for the namespace), newest first."""
-        return list(self.client.iter_checkpoints(agent_id, page_size=1000))
+    def manifests(
+        self, agent_id: str, labels: Mapping[str, str] | None = None, *, payloads: bool = False
+    ) -> list[Manifest]:
+        """Every checkpoint manifest of ``agent_id`` ("" for the namespace) carrying
+        ``labels``, newest first; with ``payloads``, inline payloads too."""
+        return list(
+            self.client.iter_checkpoints(
+                agent_id, page_size=1000, labels=labels, include_payloads=payloads
+            )
+        )
 
     def fetch(self, manifest_ids: Sequence[str]) -> list[bytes | None]:
         """The payloads, None for a manifest deleted meanwhile."""
         return self._map(self._download, manifest_ids)
+
+    def payloads(self, manifests: Sequence[Manifest]) -> list[bytes | None]:
+        """The payloads of ``manifests``: those listed with them, the others downloaded."""
+        missing = [m.checkpoint_id for m in manifests if m.payload is None]
+        fetched = iter(self.fetch(missing) if missing else ())
+        return [m.payload if m.payload is not None else next(fetched) for m in manifests]
 
     def _download(self, manifest_id: str) -> bytes | None:
         try:
@@ -148,12 +163,21 @@ class AsyncStore:
 
         return list(await asyncio.gather(*(bounded(item) for item in items)))
 
-    async def manifests(self, agent_id: str) -> list[Manifest]:
-        pages: AsyncIterator[Manifest] = self.client.iter_checkpoints(agent_id, page_size=1000)
+    async def manifests(
+        self, agent_id: str, labels: Mapping[str, str] | None = None, *, payloads: bool = False
+    ) -> list[Manifest]:
+        pages: AsyncIterator[Manifest] = self.client.iter_checkpoints(
+            agent_id, page_size=1000, labels=labels, include_payloads=payloads
+        )
         return [manifest async for manifest in pages]
 
     async def fetch(self, manifest_ids: Sequence[str]) -> list[bytes | None]:
         return await self._map(self._download, manifest_ids)
+
+    async def payloads(self, manifests: Sequence[Manifest]) -> list[bytes | None]:
+        missing = [m.checkpoint_id for m in manifests if m.payload is None]
+        fetched = iter(await self.fetch(missing) if missing else ())
+        return [m.payload if m.payload is not None else next(fetched) for m in manifests]
 
     async def _download(self, manifest_id: str) -> bytes | None:
         try:

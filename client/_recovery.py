@@ -87,12 +87,20 @@ class RecoveryCalls:
         page_size: int = 0,
         page_token: str = "",
         *,
+        labels: Mapping[str, str] | None = None,
+        include_payloads: bool = False,
         timeout: float | None = None,
         metadata: MetadataLike = (),
     ) -> Prepared[Page[Checkpoint]]:
-        """One page of checkpoints (of one agent, or all), newest first."""
+        """One page of checkpoints (of one agent, or all), newest first; only those with
+        every one of ``labels``. ``include_payloads`` also returns the payloads the server
+        stores inline (``Checkpoint.payload``, verified; pages may then be shorter)."""
         request = pb.ListCheckpointsRequest(
-            agent_id=agent_id, page_size=page_size, page_token=page_token
+            agent_id=agent_id,
+            page_size=page_size,
+            page_token=page_token,
+            labels=str_map(labels),
+            include_payloads=include_payloads,
         )
         return Prepared(request, _checkpoints, None, timeout, metadata)
 

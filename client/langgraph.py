@@ -47,6 +47,7 @@ from . import _langgraph_codec as codec
 from ._langgraph_store import AsyncStore, SyncStore
 from ._options import DEFAULT_TARGET
 from .aio import AsyncClient
+from .models import Checkpoint as Manifest
 from .sync import Client
 
 __all__ = ["StatewardSaver"]
@@ -199,15 +200,36 @@ class StatewardSaver(BaseCheckpointSaver[str]):
         return thread_id, codec.thread_agent_id(thread_id), payload, labels
 
     @staticmethod
-    def _find(found: list[codec.Entry], config: RunnableConfig) -> _Wanted | None:
-        """The checkpoint ``get_tuple`` means: the given id, else the newest in the namespace."""
+    def _target(config: RunnableConfig) -> tuple[str, str | None]:
+        """The namespace and checkpoint id ``get_tuple`` means, as label values; the id is
+        None for "the newest in the namespace"."""
         conf = config["configurable"]
         ns = codec.label_value(conf.get("checkpoint_ns", "") or "")
         checkpoint_id = get_checkpoint_id(config)
-        wanted = codec.label_value(checkpoint_id) if checkpoint_id else None
+        return ns, codec.label_value(checkpoint_id) if checkpoint_id else None
+
+    @staticmethod
+    def _newest_filter(ns: str) -> dict[str, str]:
+        return {codec.KIND: codec.CHECKPOINT, codec.NS: ns}
+
+    @staticmethod
+    def _newest(listed: list[Manifest], ns: str) -> str | None:
+        """The greatest checkpoint id among ``listed`` (LangGraph's "latest")."""
+        for entry in codec.checkpoints(codec.entries(listed)):
+            if entry.ns == ns:
+                return entry.checkpoint_id
+        return None
+
+    @staticmethod
+    def _pick(listed: list[Manifest], ns: str, checkpoint_id: str) -> list[Manifest] | None:
+        """From the manifests labelled with ``checkpoint_id``: the checkpoint's (its newest
+        stored copy), then its writes, oldest first; None when it is not there."""
+        found = codec.entries(listed)
         for entry in codec.checkpoints(found):
-            if entry.ns == ns and (wanted is None or entry.checkpoint_id == wanted):
-                return _Wanted(entry, codec.writes_of(found, entry.key), True)
+            if entry.ns == ns and entry.checkpoint_id == checkpoint_id:
+                by_id = {m.checkpoint_id: m for m in listed}
+                writes = codec.writes_of(found, entry.key)
+                return [by_id[entry.manifest_id], *(by_id[w.manifest_id] for w in writes)]
         return None
 
     @staticmethod
@@ -301,12 +323,22 @@ class StatewardSaver(BaseCheckpointSaver[str]):
     # -- blocking ----------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        # With an id: one listing of the manifests labelled with it (the checkpoint and its
+        # writes), small payloads included. Without: first the thread's checkpoint manifests.
         thread_id = str(config["configurable"]["thread_id"])
-        found = codec.entries(self._sync.manifests(codec.thread_agent_id(thread_id)))
-        wanted = self._find(found, config)
-        if wanted is None:
+        agent_id = codec.thread_agent_id(thread_id)
+        ns, checkpoint_id = self._target(config)
+        if checkpoint_id is None:
+            checkpoint_id = self._newest(
+                self._sync.manifests(agent_id, self._newest_filter(ns)), ns
+            )
+            if checkpoint_id is None:
+                return None
+        listed = self._sync.manifests(agent_id, {codec.ID: checkpoint_id}, payloads=True)
+        chosen = self._pick(listed, ns, checkpoint_id)
+        if chosen is None:
             return None
-        payload, *writes = self._sync.fetch(wanted.ids())
+        payload, *writes = self._sync.payloads(chosen)
         return None if payload is None else self._build(thread_id, payload, writes)
 
     def list(
@@ -405,11 +437,19 @@ class StatewardSaver(BaseCheckpointSaver[str]):
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         store = self._astore()
         thread_id = str(config["configurable"]["thread_id"])
-        found = codec.entries(await store.manifests(codec.thread_agent_id(thread_id)))
-        wanted = self._find(found, config)
-        if wanted is None:
+        agent_id = codec.thread_agent_id(thread_id)
+        ns, checkpoint_id = self._target(config)
+        if checkpoint_id is None:
+            checkpoint_id = self._newest(
+                await store.manifests(agent_id, self._newest_filter(ns)), ns
+            )
+            if checkpoint_id is None:
+                return None
+        listed = await store.manifests(agent_id, {codec.ID: checkpoint_id}, payloads=True)
+        chosen = self._pick(listed, ns, checkpoint_id)
+        if chosen is None:
             return None
-        payload, *writes = await store.fetch(wanted.ids())
+        payload, *writes = await store.payloads(chosen)
         return None if payload is None else self._build(thread_id, payload, writes)
 
     async def alist(

@@ -508,6 +508,9 @@ class Checkpoint:
     compression: str
     labels: dict[str, str]
     create_time: datetime | None
+    payload: bytes | None = None
+    """The payload, only from ``list_checkpoints(include_payloads=True)`` and only when the
+    server stores it inline (small payloads); otherwise download it."""
 
     @classmethod
     def from_proto(cls, msg: recovery_pb2.Checkpoint) -> Checkpoint:
@@ -520,6 +523,7 @@ class Checkpoint:
             compression=msg.compression,
             labels=str_map(msg.labels),
             create_time=to_datetime(msg, "create_time"),
+            payload=msg.payload if msg.HasField("payload") else None,
         )
 
 

@@ -1,23 +1,29 @@
-"""Checkpoint manifests: one row per checkpoint, pointing at its blob.
+"""Checkpoint manifests: one row per checkpoint, with its payload inline or in a blob.
 
-A manifest is inserted only after its blob was committed under its final key (see
-storage/blobs.py), so every row names a complete blob; a blob without a row is an
-orphan for garbage collection. "Newest" always means latest ``created_at`` (the
+A small payload is stored in the row itself (``payload``; ``blob_key`` is ""). A larger
+one is a blob, and its row is inserted only after the blob was committed under its final
+key (see storage/blobs.py), so every row names a complete blob; a blob without a row is
+an orphan for garbage collection. "Newest" always means latest ``created_at`` (the
 manifest's commit time), ties broken by ``checkpoint_id``.
+
+The hot statements (insert, get, list) are plain SQL on the driver's cursor (see
+storage/sql.py), built once per shape.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select
+from sqlalchemy import Connection, delete, func, or_, select
 
 from stateward.storage import labels as label_rows
 from stateward.storage import schema
 from stateward.storage.records import dump_labels
+from stateward.storage.sql import Sql, run
 
 c = schema.checkpoints
 
@@ -32,57 +38,147 @@ class CheckpointRecord:
     stored_size: int
     sha256: str
     compression: str
-    blob_key: str
+    blob_key: str  # "" for an inline payload
     created_at: int
     labels: dict[str, str] = field(default_factory=dict)
+    payload: bytes | None = None  # an inline payload, when it was read
+
+    @property
+    def inline(self) -> bool:
+        """The payload is in the row, not in a blob."""
+        return not self.blob_key
+
+
+_COLUMNS = (
+    "namespace, checkpoint_id, agent_id, state_version, size, stored_size, sha256, "
+    "compression, blob_key, labels, created_at"
+)
 
 
 def _record(row: Any) -> CheckpointRecord:
     return CheckpointRecord(
-        namespace=row.namespace,
-        checkpoint_id=row.checkpoint_id,
-        agent_id=row.agent_id,
-        state_version=row.state_version,
-        size=row.size,
-        stored_size=row.stored_size,
-        sha256=row.sha256,
-        compression=row.compression,
-        blob_key=row.blob_key,
-        created_at=row.created_at,
-        labels=json.loads(row.labels),
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[10],
+        json.loads(row[9]),
+        row[11] if len(row) > 11 else None,
     )
 
 
-_NEWEST_FIRST = (c.c.created_at.desc(), c.c.checkpoint_id.desc())
+_GET = Sql(f"SELECT {_COLUMNS} FROM checkpoints WHERE namespace = ? AND checkpoint_id = ?")
+_GET_WITH_PAYLOAD = Sql(
+    f"SELECT {_COLUMNS}, payload FROM checkpoints WHERE namespace = ? AND checkpoint_id = ?"
+)
+_PAYLOAD = Sql("SELECT payload FROM checkpoints WHERE namespace = ? AND checkpoint_id = ?")
+_INSERT = Sql(
+    f"INSERT INTO checkpoints ({_COLUMNS}, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_AGENT_STATE = Sql("SELECT state_version FROM agents WHERE namespace = ? AND agent_id = ?")
 
 
-def get(conn: Connection, namespace: str, checkpoint_id: str) -> CheckpointRecord | None:
-    row = conn.execute(
-        select(c).where(c.c.namespace == namespace, c.c.checkpoint_id == checkpoint_id)
-    ).first()
+def get(
+    conn: Connection, namespace: str, checkpoint_id: str, *, with_payload: bool = False
+) -> CheckpointRecord | None:
+    """The manifest; with ``with_payload``, also an inline payload."""
+    sql = _GET_WITH_PAYLOAD if with_payload else _GET
+    row = run(conn, sql, (namespace, checkpoint_id)).fetchone()
     return _record(row) if row is not None else None
 
 
-def insert_checkpoint(conn: Connection, record: CheckpointRecord) -> None:
-    conn.execute(
-        insert(c).values(
-            namespace=record.namespace,
-            checkpoint_id=record.checkpoint_id,
-            agent_id=record.agent_id,
-            state_version=record.state_version,
-            size=record.size,
-            stored_size=record.stored_size,
-            sha256=record.sha256,
-            compression=record.compression,
-            blob_key=record.blob_key,
-            labels=dump_labels(record.labels),
-            created_at=record.created_at,
-        )
+def payload(conn: Connection, namespace: str, checkpoint_id: str) -> bytes | None:
+    """The inline payload of a checkpoint (None: no such row, or its payload is a blob)."""
+    row = run(conn, _PAYLOAD, (namespace, checkpoint_id)).fetchone()
+    return bytes(row[0]) if row is not None and row[0] is not None else None
+
+
+def insert_pinned(conn: Connection, record: CheckpointRecord) -> bool:
+    """Insert a new checkpoint (manifest and label rows) pinning the agent's live state
+    version, which it sets in ``record``; False, and nothing stored, when there is no
+    such agent.
+
+    On PostgreSQL this is one statement (one round trip inside the writer's batch), and
+    the agent row stays locked until commit, so a concurrent delete of the agent cannot
+    leave the checkpoint behind. SQLite's writer holds the whole database anyway.
+    """
+    row = _manifest_row(record)
+    labels: list[Any] = []
+    for key, value in record.labels.items():  # a new checkpoint id: no rows to replace
+        labels += (record.namespace, record.checkpoint_id, key, value)
+    if conn.dialect.name == "postgresql":
+        pinned = run(
+            conn,
+            _insert_pinned_sql(len(record.labels)),
+            (record.namespace, record.agent_id, *row[:3], *row[4:], *labels),
+        ).fetchone()
+        if pinned is None:
+            return False
+        record.state_version = int(pinned[0])
+        return True
+    agent = run(conn, _AGENT_STATE, (record.namespace, record.agent_id)).fetchone()
+    if agent is None:
+        return False
+    record.state_version = int(agent[0])
+    run(conn, _INSERT, (*row[:3], record.state_version, *row[4:]))
+    if labels:
+        run(conn, _insert_labels_sql(len(record.labels)), labels)
+    return True
+
+
+def _manifest_row(record: CheckpointRecord) -> tuple[Any, ...]:
+    """The values of ``_INSERT``, in order."""
+    return (
+        record.namespace,
+        record.checkpoint_id,
+        record.agent_id,
+        record.state_version,
+        record.size,
+        record.stored_size,
+        record.sha256,
+        record.compression,
+        record.blob_key,
+        dump_labels(record.labels),
+        record.created_at,
+        record.payload,
     )
-    if record.labels:
-        label_rows.replace(
-            conn, record.namespace, "checkpoint", record.checkpoint_id, record.labels
+
+
+_LABEL_ROW = "(?, 'checkpoint', ?, ?, ?)"
+
+
+@functools.lru_cache(maxsize=80)
+def _insert_labels_sql(rows: int) -> Sql:
+    values = ", ".join([_LABEL_ROW] * rows)
+    return Sql(f"INSERT INTO labels (namespace, kind, owner_id, key, value) VALUES {values}")
+
+
+@functools.lru_cache(maxsize=80)
+def _insert_pinned_sql(labels: int) -> Sql:
+    """PostgreSQL: lock the agent row, insert the manifest with its state version and the
+    label rows, return that version; no row when the agent does not exist."""
+    columns = [name.strip() for name in _COLUMNS.split(",")] + ["payload"]
+    # A NULL payload (a blob's) would otherwise be typed text in this SELECT.
+    typed = {"state_version": "state_version", "payload": "CAST(? AS BYTEA)"}
+    values = ", ".join(typed.get(name, "?") for name in columns)
+    tagged = ""
+    if labels:
+        rows = ", ".join([_LABEL_ROW] * labels)
+        tagged = (
+            ", tagged AS (INSERT INTO labels (namespace, kind, owner_id, key, value) "
+            f"SELECT * FROM (VALUES {rows}) AS v WHERE EXISTS (SELECT 1 FROM made))"
         )
+    return Sql(
+        "WITH pinned AS (SELECT state_version FROM agents WHERE namespace = ? AND agent_id = ? "
+        f"FOR UPDATE), made AS (INSERT INTO checkpoints ({', '.join(columns)}) "
+        f"SELECT {values} FROM pinned RETURNING state_version){tagged} "
+        "SELECT state_version FROM made"
+    )
 
 
 def delete_checkpoints(conn: Connection, namespace: str, checkpoint_ids: Iterable[str]) -> int:
@@ -96,6 +192,20 @@ def delete_checkpoints(conn: Connection, namespace: str, checkpoint_ids: Iterabl
     return int(result.rowcount or 0)
 
 
+RARE_LABEL = 64
+"""A label filter is served from the labels index, starting from its rarest label, when
+that label has fewer owners than this; otherwise the checkpoints are scanned newest first
+(by agent when one is given) and the labels checked row by row. Decided here, with one
+small count per label, because neither planner can: SQLite keeps no statistics, and
+PostgreSQL's are missing or stale on young tables (it then scans every owner of the
+label's key for each of the agent's checkpoints)."""
+
+_COUNT_OWNERS = Sql(
+    "SELECT count(*) FROM (SELECT 1 FROM labels WHERE namespace = ? AND kind = 'checkpoint' "
+    f"AND key = ? AND value = ? LIMIT {RARE_LABEL}) AS owners"
+)
+
+
 def list_page(
     conn: Connection,
     namespace: str,
@@ -103,37 +213,115 @@ def list_page(
     agent_id: str | None,
     before: tuple[int, str] | None,
     limit: int,
-    labels: dict[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    with_payloads: bool = False,
 ) -> list[CheckpointRecord]:
-    """Newest first, after the keyset ``before``; ``limit + 1`` rows tell if more follow."""
-    query = select(c).where(c.c.namespace == namespace)
+    """Newest first, after the keyset ``before``; ``limit + 1`` rows tell if more follow.
+    ``with_payloads`` also reads inline payloads."""
+    checks = list((labels or {}).items())
+    driver = _rarest(conn, namespace, checks, by_agent=bool(agent_id))
+    if driver is not None:
+        checks.remove(driver)
+    params: list[Any] = [*driver, namespace] if driver else []
+    params.append(namespace)
     if agent_id:
-        query = query.where(c.c.agent_id == agent_id)
-    if labels:
-        query = query.where(
-            *label_rows.matching(namespace, "checkpoint", c.c.checkpoint_id, labels)
-        )
+        params.append(agent_id)
+    for pair in checks:
+        params += pair
     if before is not None:
-        created, checkpoint_id = before
-        query = query.where(
-            or_(
-                c.c.created_at < created,
-                and_(c.c.created_at == created, c.c.checkpoint_id < checkpoint_id),
-            )
+        params += (before[0], before[0], before[1])
+    params.append(limit + 1)
+    sql = _list_sql(
+        driven=driver is not None,
+        by_agent=bool(agent_id),
+        checks=len(checks),
+        keyset=before is not None,
+        with_payloads=with_payloads,
+    )
+    return [_record(row) for row in run(conn, sql, params).fetchall()]
+
+
+def _rarest(
+    conn: Connection, namespace: str, labels: list[tuple[str, str]], *, by_agent: bool
+) -> tuple[str, str] | None:
+    """The label to start from, or None to scan checkpoints in order."""
+    if not labels:
+        return None
+    if len(labels) == 1 and not by_agent:
+        return labels[0]  # never worse than scanning the whole namespace
+    owners = {
+        pair: int(run(conn, _COUNT_OWNERS, (namespace, *pair)).fetchone()[0]) for pair in labels
+    }
+    best = min(labels, key=lambda pair: owners[pair])
+    return best if owners[best] < RARE_LABEL or not by_agent else None
+
+
+_NO_LIMIT = 1 << 62
+
+
+@functools.lru_cache(maxsize=128)
+def _list_sql(
+    *, driven: bool, by_agent: bool, checks: int, keyset: bool, with_payloads: bool
+) -> Sql:
+    columns = ", ".join(f"c.{name.strip()}" for name in _COLUMNS.split(","))
+    if with_payloads:
+        columns += ", c.payload"
+    if driven:
+        # The label's owners drive the lookup: CROSS JOIN keeps SQLite from reordering, and
+        # the LIMIT keeps PostgreSQL from flattening the subquery into a join it reorders.
+        source = (
+            "(SELECT owner_id FROM labels WHERE key = ? AND value = ? AND namespace = ? "
+            f"AND kind = 'checkpoint' LIMIT {_NO_LIMIT}) AS l CROSS JOIN checkpoints c "
+            "WHERE c.namespace = ? AND c.checkpoint_id = l.owner_id"
         )
-    rows = conn.execute(query.order_by(*_NEWEST_FIRST).limit(limit + 1)).all()
-    return [_record(row) for row in rows]
+    else:
+        source = "checkpoints c WHERE c.namespace = ?"
+    where = [source]
+    if by_agent:
+        where.append("c.agent_id = ?")
+    # Each other label is one primary-key probe per row. The OFFSET keeps PostgreSQL from
+    # turning the EXISTS into a join, which it may plan as a scan of every owner of the key.
+    where += [
+        "EXISTS (SELECT 1 FROM labels o WHERE o.namespace = c.namespace AND o.kind = 'checkpoint' "
+        "AND o.owner_id = c.checkpoint_id AND o.key = ? AND o.value = ? LIMIT 1 OFFSET 0)"
+    ] * checks
+    if keyset:
+        where.append("(c.created_at < ? OR (c.created_at = ? AND c.checkpoint_id < ?))")
+    return Sql(
+        f"SELECT {columns} FROM {' AND '.join(where)} "
+        "ORDER BY c.created_at DESC, c.checkpoint_id DESC LIMIT ?"
+    )
+
+
+_NEWEST_FIRST = (c.c.created_at.desc(), c.c.checkpoint_id.desc())
+_MANIFEST = [col for col in c.c if col.name != "payload"]
 
 
 def newest(conn: Connection, namespace: str, agent_id: str, limit: int) -> list[CheckpointRecord]:
-    """An agent's newest checkpoints, newest first."""
+    """An agent's newest checkpoints, newest first (without inline payloads)."""
     rows = conn.execute(
-        select(c)
+        select(*_MANIFEST)
         .where(c.c.namespace == namespace, c.c.agent_id == agent_id)
         .order_by(*_NEWEST_FIRST)
         .limit(limit)
     ).all()
-    return [_record(row) for row in rows]
+    return [_core_record(row) for row in rows]
+
+
+def _core_record(row: Any) -> CheckpointRecord:
+    return CheckpointRecord(
+        namespace=row.namespace,
+        checkpoint_id=row.checkpoint_id,
+        agent_id=row.agent_id,
+        state_version=row.state_version,
+        size=row.size,
+        stored_size=row.stored_size,
+        sha256=row.sha256,
+        compression=row.compression,
+        blob_key=row.blob_key,
+        created_at=row.created_at,
+        labels=json.loads(row.labels),
+    )
 
 
 def prunable(
@@ -155,7 +343,7 @@ def prunable(
         .over(partition_by=(c.c.namespace, c.c.agent_id), order_by=_NEWEST_FIRST)
         .label("rank")
     )
-    ranked = select(c, rank)
+    ranked = select(*_MANIFEST, rank)
     if namespace is not None:
         ranked = ranked.where(c.c.namespace == namespace)
     if agent_id:
@@ -172,7 +360,7 @@ def prunable(
         .order_by(sub.c.namespace, sub.c.agent_id, sub.c.created_at, sub.c.checkpoint_id)
         .limit(limit)
     ).all()
-    return [_record(row) for row in rows]
+    return [_core_record(row) for row in rows]
 
 
 def manifests_for(conn: Connection, namespace: str, checkpoint_ids: list[str]) -> dict[str, str]:

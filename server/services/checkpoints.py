@@ -1,5 +1,10 @@
 """Checkpoint use cases: create, upload, read, list, download, delete, restore.
 
+A payload of at most ``INLINE_MAX`` bytes given to ``create`` is stored inline, in the
+manifest row: the checkpoint is then one group-committed database write (no blob, no file
+fsync), and its reads come from the row, verified against the sha256 like a blob's.
+Everything below is about blob payloads (uploads, and larger ``create`` payloads).
+
 Order of writes (what a crash at any point leaves behind):
 
 1. the payload streams to a temporary blob; its sha256 is computed on the way;
@@ -20,6 +25,7 @@ blob is deleted).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -61,6 +67,12 @@ from stateward.storage.states import StateRecord
 log = logging.getLogger(__name__)
 
 MAX_CHUNK = 4 << 20
+WRITE_AHEAD = 4 << 20
+"""Upload bytes received ahead of the blob writer before receiving pauses."""
+INLINE_MAX = 64 << 10
+"""``create`` payloads up to this size are stored in the manifest row instead of a blob."""
+PAYLOAD_PAGE = 16
+"""Most checkpoints in a listing page that returns inline payloads (at most 1 MiB of them)."""
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
@@ -107,6 +119,13 @@ class CheckpointService:
         check.check_labels(v, "labels", labels)
         check.check_request_id(v, replay.request_id if replay else "")
         v.raise_if_any()
+        if len(payload) <= INLINE_MAX:
+            # No upload to spare: the write itself checks the request_id and the agent.
+            size = len(payload)
+            info = BlobInfo("", size, size, hashlib.sha256(payload).hexdigest(), "none")
+            return await self._commit_manifest(
+                namespace, agent_id, new_checkpoint_id(now_us()), info, labels, replay, payload
+            )
         previous = await self._replayed(namespace, replay)
         if previous is not None:
             return previous
@@ -127,8 +146,15 @@ class CheckpointService:
         sha256: str,
         chunks: AsyncIterator[bytes],
         replay: Replay | None = None,
+        *,
+        settle: float = 0.0,
     ) -> CheckpointRecord | Stored:
-        """Stream ``chunks`` to a new checkpoint; memory holds one chunk at a time."""
+        """Stream ``chunks`` to a new checkpoint; memory holds a few chunks at a time.
+
+        ``settle``: seconds to wait after the last chunk before committing, for a transport
+        that reports a cancellation only after ending the stream (the wait overlaps the
+        final fsync).
+        """
         v = Violations()
         check.check_id(v, "metadata.agent_id", agent_id)
         check.check_labels(v, "metadata.labels", labels)
@@ -144,14 +170,26 @@ class CheckpointService:
         checkpoint_id = new_checkpoint_id(now_us())
         key = blob_key(namespace, agent_id, checkpoint_id)
         with self.blobs.protect(key):
-            info = await self._receive(key, expected, chunks)
+            info = await self._receive(key, expected, chunks, settle)
             return await self._commit_manifest(
                 namespace, agent_id, checkpoint_id, info, labels, replay
             )
 
-    async def _receive(self, key: str, expected: str, chunks: AsyncIterator[bytes]) -> BlobInfo:
-        """Stream the chunks to a temporary blob, check the hash, commit it under ``key``."""
+    async def _receive(
+        self, key: str, expected: str, chunks: AsyncIterator[bytes], settle: float
+    ) -> BlobInfo:
+        """Stream the chunks to a temporary blob, check the hash, commit it under ``key``.
+
+        The event loop receives while a worker thread hashes and writes the chunks that came
+        before (hashlib and file writes release the GIL). New chunks wait in ``batch``: once
+        it holds ``WRITE_AHEAD`` bytes, receiving pauses for the writer, so memory stays
+        bounded whatever the payload's size. One batch is written at a time, in order.
+        """
         writer: BlobWriter = await asyncio.to_thread(self.blobs.writer)
+        loop = asyncio.get_running_loop()
+        busy: asyncio.Future[None] | None = None  # the batch being written
+        batch: list[bytes] = []
+        queued = 0
         try:
             index = 0
             async for chunk in chunks:
@@ -162,8 +200,22 @@ class CheckpointService:
                         f"message {index} carries {len(chunk)} bytes; chunks must be at most "
                         f"{MAX_CHUNK} bytes (4 MiB)",
                     )
-                if chunk:
-                    await asyncio.to_thread(writer.write, chunk)
+                if not chunk:
+                    continue
+                batch.append(chunk)
+                queued += len(chunk)
+                if busy is not None and (busy.done() or queued >= WRITE_AHEAD):
+                    await asyncio.shield(busy)  # raises the writer's error, if any
+                    busy = None
+                if busy is None:
+                    busy = loop.run_in_executor(None, writer.write_all, batch)
+                    batch, queued = [], 0
+            if busy is not None:
+                await asyncio.shield(busy)
+            # The rest is written and fsynced while a late cancellation has time to arrive.
+            busy = loop.run_in_executor(None, _finish, writer, batch)
+            await asyncio.gather(asyncio.shield(busy), asyncio.sleep(settle))
+            busy = None
             if expected and writer.sha256 != expected:
                 raise DataLoss(
                     f"the uploaded payload's sha256 is {writer.sha256}, not the {expected} the "
@@ -171,9 +223,12 @@ class CheckpointService:
                 )
             return await asyncio.to_thread(writer.commit, key)
         except BaseException:
-            # Also on cancellation (the client went away): a synchronous, best-effort
-            # cleanup; garbage collection catches whatever this misses.
-            writer.abort()
+            # Also on cancellation (the client went away): a best-effort cleanup, once no
+            # thread writes the blob any more; garbage collection catches what this misses.
+            if busy is None or busy.done():
+                _abandon(writer, busy)
+            else:
+                busy.add_done_callback(lambda done: _abandon(writer, done))
             raise
 
     async def _replayed(self, namespace: str, replay: Replay | None) -> Stored | None:
@@ -206,19 +261,20 @@ class CheckpointService:
         info: BlobInfo,
         labels: dict[str, str],
         replay: Replay | None,
+        payload: bytes | None = None,
     ) -> CheckpointRecord | Stored:
+        """Insert the manifest of a committed blob (``info``), or of an inline ``payload``
+        (then ``info.key`` is "")."""
+
         def write(ctx: WriteContext) -> CheckpointRecord:
             # The event first: its counter lock is taken before the agent row's, the order
             # every writer follows, so replicas cannot deadlock (see services/state.py).
             event = ctx.emit(namespace, "checkpoint.created", b"{}", agent_id=agent_id)
-            agent = agent_rows.get(ctx.conn, namespace, agent_id, for_update=True)
-            if agent is None:
-                raise _agent_missing(agent_id)
             record = CheckpointRecord(
                 namespace=namespace,
                 checkpoint_id=checkpoint_id,
                 agent_id=agent_id,
-                state_version=agent.state_version,
+                state_version=0,  # the agent's live version, set by insert_pinned
                 size=info.size,
                 stored_size=info.stored_size,
                 sha256=info.sha256,
@@ -226,8 +282,11 @@ class CheckpointService:
                 blob_key=info.key,
                 created_at=ctx.now,
                 labels=dict(labels),
+                payload=payload,
             )
-            rows.insert_checkpoint(ctx.conn, record)
+            if not rows.insert_pinned(ctx.conn, record):
+                raise _agent_missing(agent_id)
+            record.payload = None  # stored; the caller gets the manifest
             event.data = _data(
                 checkpoint_id=checkpoint_id,
                 state_version=record.state_version,
@@ -254,6 +313,8 @@ class CheckpointService:
         return result
 
     async def _discard(self, key: str) -> None:
+        if not key:  # an inline payload: nothing outside the row
+            return
         try:
             await asyncio.to_thread(self.blobs.delete, key)
         except Exception as error:
@@ -277,16 +338,24 @@ class CheckpointService:
         page_size: int,
         page_token: str,
         labels: dict[str, str] | None = None,
+        with_payloads: bool = False,
     ) -> tuple[list[CheckpointRecord], str]:
+        """A page, newest first; ``with_payloads`` also returns inline payloads, verified
+        (then a page holds at most ``PAYLOAD_PAGE`` checkpoints)."""
         labels = labels or {}
         v = Violations()
         check.check_id(v, "agent_id", agent_id, required=False)
         check.check_labels(v, "labels", labels)
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("checkpoints", agent_id, sorted(labels.items()))
-        cursor = paging.decode(page_token, digest, (int, str))
-        before = (cursor[0], cursor[1]) if cursor else None
+        if with_payloads:
+            size = min(size, PAYLOAD_PAGE)
+        digest = ""  # only a token needs it
+        before = None
+        if page_token:
+            digest = self._digest(agent_id, labels)
+            cursor = paging.decode(page_token, digest, (int, str))
+            before = (cursor[0], cursor[1]) if cursor else None
         found = await self.db.read(
             lambda conn: rows.list_page(
                 conn,
@@ -295,12 +364,21 @@ class CheckpointService:
                 before=before,
                 limit=size,
                 labels=labels,
+                with_payloads=with_payloads,
             )
         )
+        for record in found:
+            if record.payload is not None:
+                _check_inline(record, record.payload)
         if len(found) > size:
             found = found[:size]
+            digest = digest or self._digest(agent_id, labels)
             return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
         return found, ""
+
+    @staticmethod
+    def _digest(agent_id: str, labels: dict[str, str]) -> str:
+        return paging.filter_digest("checkpoints", agent_id, sorted(labels.items()))
 
     async def download(
         self, namespace: str, checkpoint_id: str
@@ -311,7 +389,16 @@ class CheckpointService:
         not match its manifest; the hash is only known after the last chunk, so a reader
         must treat the bytes as valid only if the iteration ends without an error.
         """
-        record = await self.get(namespace, checkpoint_id)
+        v = Violations()
+        check.check_id(v, "checkpoint_id", checkpoint_id)
+        v.raise_if_any()
+        record = await self.db.read(
+            lambda conn: rows.get(conn, namespace, checkpoint_id, with_payload=True)
+        )
+        if record is None:
+            raise _checkpoint_missing(checkpoint_id)
+        if record.inline:  # verified here, before anything is sent
+            return record, _sent(_check_inline(record, record.payload))
         return record, self._verified(record)
 
     def _verified(self, record: CheckpointRecord) -> Iterator[bytes]:
@@ -343,8 +430,14 @@ class CheckpointService:
             )
 
     async def verifies(self, record: CheckpointRecord) -> bool:
-        """Whether the blob reads back complete and matching (an outage still raises)."""
+        """Whether the payload reads back complete and matching (an outage still raises)."""
         try:
+            if record.inline:
+                stored = await self.db.read(
+                    lambda conn: rows.payload(conn, record.namespace, record.checkpoint_id)
+                )
+                _check_inline(record, stored)
+                return True
             await asyncio.to_thread(lambda: sum(len(c) for c in self._verified(record)))
         except DataLoss as error:
             log.warning("checkpoint %s failed verification: %s", record.checkpoint_id, error)
@@ -456,6 +549,36 @@ class CheckpointService:
             return RestoreResult(version, agent)
 
         return await self.db.write(guarded(namespace, replay, write))
+
+
+def _sent(payload: bytes) -> Iterator[bytes]:
+    metrics.CHECKPOINT_BYTES_OUT.inc(len(payload))
+    yield payload
+
+
+def _check_inline(record: CheckpointRecord, payload: bytes | None) -> bytes:
+    """The inline payload, if it matches its manifest; else DataLoss."""
+    if payload is None:
+        raise DataLoss(f"checkpoint {record.checkpoint_id!r}: its inline payload is missing")
+    if len(payload) != record.size or hashlib.sha256(payload).hexdigest() != record.sha256:
+        raise DataLoss(
+            f"checkpoint {record.checkpoint_id!r}: its inline payload does not match the "
+            "size and sha256 of its manifest"
+        )
+    return payload
+
+
+def _finish(writer: BlobWriter, rest: list[bytes]) -> None:
+    """Write the last chunks of an upload and make the blob durable (a worker thread)."""
+    writer.write_all(rest)
+    writer.close()
+
+
+def _abandon(writer: BlobWriter, busy: asyncio.Future[None] | None) -> None:
+    """Drop a failed upload's temporary blob (its writer thread, if any, has finished)."""
+    if busy is not None and not busy.cancelled():
+        busy.exception()  # the upload failed anyway: mark the writer's error as seen
+    writer.abort()
 
 
 def _require_restorable(

@@ -168,6 +168,8 @@ class RetentionService:
             result.deleted.extend(batch)
             _PRUNED.inc(len(batch))
             for record in batch:  # manifests are gone; blobs follow (GC catches failures)
+                if record.inline:  # the payload went with its row
+                    continue
                 try:
                     await asyncio.to_thread(self.blobs.delete, record.blob_key)
                 except Exception as error:

@@ -270,6 +270,48 @@ async def test_async_large_checkpoint_and_metadata_only_in_payload(
         assert [t.metadata["step"] for t in by_note] == [1]
 
 
+def test_get_tuple_by_id_is_one_listing_with_small_payloads_inline(
+    sqlite_server: ServerThread,
+) -> None:
+    with StatewardSaver(sqlite_server.target) as saver:
+        store = saver._sync
+        calls: list[tuple[str, Any]] = []
+        manifests, fetch = store.manifests, store.fetch
+
+        def listing(agent_id: str, labels: Any = None, **options: Any) -> Any:
+            calls.append(("list", (labels,)))
+            return manifests(agent_id, labels, **options)
+
+        def download(ids: Sequence[str]) -> Any:
+            calls.append(("download", len(ids)))
+            return fetch(ids)
+
+        store.manifests, store.fetch = listing, download  # type: ignore[method-assign]
+        older = put(saver, "t3")
+        for n in range(20):  # 21 records with this id: two pages of payloads
+            saver.put_writes(older, [("ch", n)], f"task-{n:02}")
+        newer = put(saver, "t3")
+        calls.clear()
+        tup = saver.get_tuple(older)
+        assert tup is not None and len(tup.pending_writes) == 20
+        assert tup.pending_writes[-1] == ("task-19", "ch", 19)
+        older_id = older["configurable"]["checkpoint_id"]
+        assert calls == [("list", ({codec.ID: older_id},))]  # no download, one listing
+
+        calls.clear()  # the latest: the checkpoint manifests first, then the same listing
+        latest = saver.get_tuple(thread("t3"))
+        assert latest is not None and latest.config == newer
+        assert [c[0] for c in calls] == ["list", "list"]
+
+        # Above the server's inline limit (64 KiB) a payload is a blob: downloaded.
+        big = generate_checkpoint(channel_values={"big": "b" * 100_000})
+        stored = saver.put(thread("t3"), big, generate_metadata(), {})
+        calls.clear()
+        tup = saver.get_tuple(stored)
+        assert tup is not None and tup.checkpoint["channel_values"]["big"] == "b" * 100_000
+        assert calls[-1] == ("download", 1)
+
+
 def test_records_of_other_agents_are_left_alone(sqlite_server: ServerThread) -> None:
     with Client.connect(sqlite_server.target) as client, StatewardSaver(client) as saver:
         client.create_agent("planner-1", "planner")

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stateward.client import Client, RetryPolicy, StatewardError, Unavailable
 from stateward.server.config import Settings
+from stateward.server.services.checkpoints import INLINE_MAX
 from tests.faults.workload import counts, report
 from tests.support.postgres import PostgresCluster, PostgresUnavailable
 from tests.support.server import ServerThread
@@ -177,6 +178,12 @@ FAST_FAIL_S3 = {"config_kwargs": {"connect_timeout": 2, "retries": {"max_attempt
 callers' deadlines; without botocore's own retries an outage answers UNAVAILABLE sooner."""
 
 
+# Payloads over the inline limit: small ones live in the database row and never reach S3.
+BLOB_BEFORE, BLOB_DURING, BLOB_AFTER = (
+    tag * (INLINE_MAX // len(tag) + 1) for tag in (b"before", b"during", b"after")
+)
+
+
 @pytest.mark.s3
 def test_s3_outage_affects_only_checkpoints(tmp_path: Path) -> None:
     from moto.server import ThreadedMotoServer
@@ -203,12 +210,12 @@ def test_s3_outage_affects_only_checkpoints(tmp_path: Path) -> None:
             agent = f"s3-{uuid.uuid4().hex[:8]}"
             client.create_agent(agent, "outage")
             client.save_state(agent, {"n": 0})
-            before = client.create_checkpoint(agent, b"before")
+            before = client.create_checkpoint(agent, BLOB_BEFORE)
             endpoint._server.stop()  # the endpoint goes away; moto keeps its objects
             try:
                 for call in (
-                    lambda: client.create_checkpoint(agent, b"during"),
-                    lambda: client.upload_checkpoint(agent, b"during", timeout=30),
+                    lambda: client.create_checkpoint(agent, BLOB_DURING),
+                    lambda: client.upload_checkpoint(agent, BLOB_DURING, timeout=30),
                     lambda: client.download_checkpoint(before.checkpoint_id),
                 ):
                     started = time.monotonic()
@@ -228,9 +235,9 @@ def test_s3_outage_affects_only_checkpoints(tmp_path: Path) -> None:
             finally:
                 endpoint._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
                 endpoint._server.start()
-            assert client.download_checkpoint(before.checkpoint_id) == b"before"
-            after = client.create_checkpoint(agent, b"after")
-            assert client.download_checkpoint(after.checkpoint_id) == b"after"
+            assert client.download_checkpoint(before.checkpoint_id) == BLOB_BEFORE
+            after = client.create_checkpoint(agent, BLOB_AFTER)
+            assert client.download_checkpoint(after.checkpoint_id) == BLOB_AFTER
             # No half-written checkpoint from the outage is visible.
             listed = [c.checkpoint_id for c in client.iter_checkpoints(agent)]
             assert sorted(listed) == sorted([before.checkpoint_id, after.checkpoint_id])

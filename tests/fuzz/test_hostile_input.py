@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stateward.server.config import Settings
+from stateward.server.services.checkpoints import INLINE_MAX
 from stateward.v1 import (
     common_pb2,
     execution_pb2,
@@ -211,8 +212,10 @@ def seed(fuzz: Fuzzed) -> None:
                 ),
                 metadata=md,
             )
+        # The first payload is too large to be stored inline: one blob file for the audit.
+        size = INLINE_MAX + 1 if n == 0 else n + 1
         checkpoint = rec.CreateCheckpoint(
-            recovery_pb2.CreateCheckpointRequest(agent_id=agent_id, payload=b"x" * (n + 1)),
+            recovery_pb2.CreateCheckpointRequest(agent_id=agent_id, payload=b"x" * size),
             metadata=md,
         ).checkpoint
         ids["checkpoint_id"].append(checkpoint.checkpoint_id)

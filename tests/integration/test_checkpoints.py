@@ -1,6 +1,7 @@
 """Checkpoints over real gRPC, on SQLite and PostgreSQL, with blobs on file://, memory://
 and s3:// (moto's HTTP server): create, upload, list, download, delete, restore, integrity,
-traversal refusals, pruning, garbage collection, and a SIGKILL in the middle of an upload."""
+traversal refusals, pruning, garbage collection, and a SIGKILL in the middle of an upload.
+Small created payloads are stored inline (no blob); tests about blobs use bigger ones."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy
 from google.protobuf import duration_pb2
 
 from stateward.server.config import Settings
+from stateward.server.services.checkpoints import INLINE_MAX, PAYLOAD_PAGE
 from stateward.v1 import (
     execution_pb2,
     lifecycle_pb2,
@@ -148,12 +151,88 @@ def test_list_filters_by_labels(client: Client) -> None:
     assert code_of(lambda: client.recovery.ListCheckpoints(bad)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_empty_payload_still_has_a_verified_blob(client: Client) -> None:
+def test_small_payloads_are_stored_inline_and_listed_with_their_payloads(client: Client) -> None:
     agent = client.agent()
-    made = client.create(agent)
-    assert (made.size_bytes, made.sha256, made.state_version) == (0, sha(b""), 0)
-    assert client.download(made.checkpoint_id)[1] == b""
-    assert len(client.keys()) == 1
+    empty = client.create(agent)
+    assert (empty.size_bytes, empty.sha256, empty.state_version) == (0, sha(b""), 0)
+    assert client.download(empty.checkpoint_id)[1] == b""
+    largest, blob = os.urandom(INLINE_MAX), os.urandom(INLINE_MAX + 1)
+    inline = client.create(agent, largest, labels={"size": "max"})
+    stored = client.create(agent, blob, labels={"size": "max+1"})
+    assert client.keys() == [client.key(agent, stored.checkpoint_id)]  # no blob for the others
+    assert client.download(inline.checkpoint_id) == (inline, largest)
+    assert client.download(stored.checkpoint_id) == (stored, blob)
+
+    def listed(**fields: Any) -> list[pb.Checkpoint]:
+        request = pb.ListCheckpointsRequest(agent_id=agent, **fields)
+        return list(client.recovery.ListCheckpoints(request).checkpoints)
+
+    assert [c.HasField("payload") for c in listed()] == [False] * 3
+    with_payloads = listed(include_payloads=True)
+    assert [c.checkpoint_id for c in with_payloads] == [
+        stored.checkpoint_id,
+        inline.checkpoint_id,
+        empty.checkpoint_id,
+    ]
+    assert not with_payloads[0].HasField("payload")  # a blob: download it
+    assert with_payloads[1].payload == largest
+    assert with_payloads[2].HasField("payload") and with_payloads[2].payload == b""
+    only = listed(include_payloads=True, labels={"size": "max"})
+    assert [(c.checkpoint_id, c.payload) for c in only] == [(inline.checkpoint_id, largest)]
+    client.save(agent, {"step": 1})
+    pinned = client.create(agent, b"small")  # pins the live state version, as a blob does
+    assert pinned.state_version == 1 and inline.state_version == 0
+    assert code_of(lambda: client.create("nobody", b"small")) == grpc.StatusCode.NOT_FOUND
+    client.recovery.DeleteCheckpoint(pb.DeleteCheckpointRequest(checkpoint_id=pinned.checkpoint_id))
+
+    client.recovery.DeleteCheckpoint(pb.DeleteCheckpointRequest(checkpoint_id=inline.checkpoint_id))
+    assert [c.checkpoint_id for c in listed()] == [stored.checkpoint_id, empty.checkpoint_id]
+
+
+def test_a_page_with_payloads_holds_at_most_payload_page_checkpoints(client: Client) -> None:
+    agent = client.agent()
+    made = [client.create(agent, b"p%d" % n).checkpoint_id for n in range(PAYLOAD_PAGE + 1)]
+    first = client.recovery.ListCheckpoints(
+        pb.ListCheckpointsRequest(agent_id=agent, page_size=1000, include_payloads=True)
+    )
+    assert len(first.checkpoints) == PAYLOAD_PAGE and first.next_page_token
+    rest = client.recovery.ListCheckpoints(
+        pb.ListCheckpointsRequest(
+            agent_id=agent, include_payloads=True, page_token=first.next_page_token
+        )
+    )
+    assert [c.checkpoint_id for c in [*first.checkpoints, *rest.checkpoints]] == made[::-1]
+    assert [c.payload for c in rest.checkpoints] == [b"p0"] and not rest.next_page_token
+
+
+def test_label_filters_start_from_a_rare_label_or_scan_the_agent(client: Client) -> None:
+    # Both plans of storage/checkpoints.list_page give the same answers, paged: from the
+    # owners of a label with fewer than RARE_LABEL (64), else the agent's checkpoints in order.
+    agent, other = client.agent("a-1"), client.agent("a-2")
+    for n in range(70):
+        client.create(agent, labels={"kind": "common", "all": "yes", "n": str(n % 3)})
+    client.create(other, labels={"kind": "common", "all": "yes", "n": "0"})
+    rare = client.create(agent, labels={"kind": "common", "all": "yes", "n": "rare"})
+
+    def listed(agent_id: str, **labels: str) -> list[str]:
+        request = pb.ListCheckpointsRequest(agent_id=agent_id, labels=labels, page_size=10)
+        found: list[str] = []
+        while True:
+            page = client.recovery.ListCheckpoints(request)
+            found += [c.checkpoint_id for c in page.checkpoints]
+            if not page.next_page_token:
+                return found
+            request.page_token = page.next_page_token
+
+    everything = listed(agent)
+    assert len(everything) == 71
+    assert listed(agent, kind="common") == everything  # common: the agent scan
+    assert listed(agent, kind="common", all="yes") == everything
+    assert listed(agent, n="rare") == listed(agent, kind="common", n="rare") == [rare.checkpoint_id]
+    zeros = listed(agent, kind="common", n="0")  # from the owners of n=0
+    assert len(zeros) == 24 and zeros == [c for c in everything if c in set(zeros)]
+    assert len(listed("", n="0")) == 25  # no agent: the label's owners, every agent
+    assert listed("", n="0")[1:] == zeros  # newest first: the other agent's came later
 
 
 def test_upload_streams_chunks_and_checks_the_announced_hash(client: Client) -> None:
@@ -237,7 +316,12 @@ def test_create_and_upload_are_idempotent_by_request_id(client: Client) -> None:
     consumed.clear()
     retried = client.upload(agent, chunks(), request_id="req-upload")
     assert retried == up
-    assert len(client.keys()) == 2  # one blob per checkpoint: the retries stored nothing
+    big = os.urandom(INLINE_MAX + 1)
+    stored = client.create(agent, big, request_id="req-blob")
+    assert client.create(agent, big, request_id="req-blob") == stored
+    listed = client.recovery.ListCheckpoints(pb.ListCheckpointsRequest(agent_id=agent))
+    assert len(listed.checkpoints) == 3  # the retries stored nothing
+    assert len(client.keys()) == 2  # the upload's blob and the big one's; "payload" is inline
 
 
 # -- integrity -------------------------------------------------------------------------------------
@@ -280,6 +364,41 @@ def test_a_corrupted_blob_is_data_loss_never_silent_bytes(client: Client) -> Non
         client.download(made.checkpoint_id)
     assert caught.value.code() == grpc.StatusCode.DATA_LOSS
     assert "missing" in (caught.value.details() or "")
+
+
+def test_a_corrupted_inline_payload_is_data_loss(client: Client, served: ServerThread) -> None:
+    agent = client.agent(state={"ok": True})
+    good = client.create(agent, b"good")
+    made = client.create(agent, b"inline payload")
+    engine = sqlalchemy.create_engine(served.settings.resolved_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sqlalchemy.text(
+                    "UPDATE checkpoints SET payload = :p "
+                    "WHERE namespace = :ns AND checkpoint_id = :id"
+                ),
+                {"p": b"inline pAyload", "ns": client.namespace, "id": made.checkpoint_id},
+            )
+    finally:
+        engine.dispose()
+    stream = client.recovery.DownloadCheckpoint(
+        pb.DownloadCheckpointRequest(checkpoint_id=made.checkpoint_id)
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        next(stream)  # verified before anything is sent
+    assert caught.value.code() == grpc.StatusCode.DATA_LOSS
+    with_payloads = pb.ListCheckpointsRequest(agent_id=agent, include_payloads=True)
+    assert code_of(lambda: client.recovery.ListCheckpoints(with_payloads)) == (
+        grpc.StatusCode.DATA_LOSS
+    )
+    manifests = client.recovery.ListCheckpoints(pb.ListCheckpointsRequest(agent_id=agent))
+    assert [c.checkpoint_id for c in manifests.checkpoints] == [
+        made.checkpoint_id,
+        good.checkpoint_id,
+    ]
+    plan = client.recovery.RecoverAgent(pb.RecoverAgentRequest(agent_id=agent)).plan
+    assert plan.checkpoint.checkpoint_id == good.checkpoint_id  # the newest that verifies
 
 
 TRAVERSALS = [
@@ -421,11 +540,12 @@ def test_checkpointed_state_versions_survive_state_history(settings: Settings) -
 # -- retention -----------------------------------------------------------------------------------
 def test_prune_keeps_the_newest_and_reports_dry_runs(client: Client) -> None:
     a, b = client.agent("a-1"), client.agent("a-2")
-    old = [client.create(a, b"x" * n) for n in (1, 2, 3)]
-    only_b = client.create(b, b"b")
+    big = INLINE_MAX + 1  # a blob; the others are inline
+    old = [client.create(a, b"x" * n) for n in (big, 2, 3 + big)]
+    only_b = client.create(b, b"b" * big)
     dry = client.recovery.PruneCheckpoints(pb.PruneCheckpointsRequest(keep_last=1, dry_run=True))
     assert sorted(c.checkpoint_id for c in dry.deleted) == sorted(c.checkpoint_id for c in old[:2])
-    assert dry.freed_bytes == 3 and len(client.keys()) == 4
+    assert dry.freed_bytes == big + 2 and len(client.keys()) == 3
     # max_age 0 would take everything: the newest of each agent stays anyway.
     real = client.recovery.PruneCheckpoints(
         pb.PruneCheckpointsRequest(max_age=duration_pb2.Duration(seconds=0))
@@ -434,6 +554,11 @@ def test_prune_keeps_the_newest_and_reports_dry_runs(client: Client) -> None:
     assert client.keys() == sorted(
         [client.key(a, old[2].checkpoint_id), client.key(b, only_b.checkpoint_id)]
     )
+    listed = client.recovery.ListCheckpoints(pb.ListCheckpointsRequest())
+    assert {c.checkpoint_id for c in listed.checkpoints} == {
+        old[2].checkpoint_id,
+        only_b.checkpoint_id,
+    }
     assert client.recovery.PruneCheckpoints(pb.PruneCheckpointsRequest(keep_last=1)).deleted == []
     unset = client.recovery.PruneCheckpoints(pb.PruneCheckpointsRequest())  # no policy configured
     assert unset.deleted == []
@@ -441,7 +566,9 @@ def test_prune_keeps_the_newest_and_reports_dry_runs(client: Client) -> None:
 
 def test_collect_garbage_removes_only_old_orphans(client: Client) -> None:
     agent = client.agent()
-    kept = client.create(agent, b"kept")
+    kept_payload = b"kept" * INLINE_MAX  # a blob
+    kept = client.create(agent, kept_payload)
+    inline = client.create(agent, b"inline")
     orphan = client.key(agent, "ckpt_orphan")
     client.blobs.put(orphan, b"no manifest")
     writer = client.blobs.writer()
@@ -462,7 +589,8 @@ def test_collect_garbage_removes_only_old_orphans(client: Client) -> None:
     done = client.recovery.CollectGarbage(pb.CollectGarbageRequest(grace_period=now))
     assert ours(done.deleted_blobs) == expected and done.freed_bytes > 0
     assert client.keys(temporary=True) == [client.key(agent, kept.checkpoint_id)]
-    assert client.download(kept.checkpoint_id)[1] == b"kept"
+    assert client.download(kept.checkpoint_id)[1] == kept_payload
+    assert client.download(inline.checkpoint_id)[1] == b"inline"
 
 
 # -- big payloads and compression ------------------------------------------------------------------
@@ -548,7 +676,8 @@ def test_sigkill_during_upload_leaves_an_orphan_that_gc_collects(tmp_path: Path)
     try:
         client = Client(server.target, replace(settings, blob_url=f"file://{blob_root}"))
         agent = client.agent(state={"safe": True})
-        earlier = client.create(agent, b"earlier checkpoint")
+        earlier_payload = b"earlier checkpoint " * INLINE_MAX  # a blob
+        earlier = client.create(agent, earlier_payload)
 
         sent = threading.Event()
         stop = threading.Event()
@@ -593,7 +722,7 @@ def test_sigkill_during_upload_leaves_an_orphan_that_gc_collects(tmp_path: Path)
         client = Client(server.target, replace(settings, blob_url=f"file://{blob_root}"))
         listed = client.recovery.ListCheckpoints(pb.ListCheckpointsRequest(agent_id=agent))
         assert [c.checkpoint_id for c in listed.checkpoints] == [earlier.checkpoint_id]
-        assert client.download(earlier.checkpoint_id)[1] == b"earlier checkpoint"
+        assert client.download(earlier.checkpoint_id)[1] == earlier_payload
         orphans = [k for k in client.keys(temporary=True) if k.startswith(".tmp/")]
         assert len(orphans) == 1
         collected = client.recovery.CollectGarbage(
@@ -601,7 +730,7 @@ def test_sigkill_during_upload_leaves_an_orphan_that_gc_collects(tmp_path: Path)
         )
         assert list(collected.deleted_blobs) == orphans
         assert client.keys(temporary=True) == [client.key(agent, earlier.checkpoint_id)]
-        assert client.download(earlier.checkpoint_id)[1] == b"earlier checkpoint"
+        assert client.download(earlier.checkpoint_id)[1] == earlier_payload
         client.close()
     finally:
         server.kill()

@@ -17,6 +17,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from sqlalchemy import create_engine, update
 
 from stateward.server.domain.planner import Strategy
+from stateward.server.services.checkpoints import INLINE_MAX
 from stateward.storage import Database, leases, migrate, schema
 from stateward.storage.archive import read_archive
 from stateward.v1 import common_pb2, execution_pb2, lifecycle_pb2, recovery_pb2
@@ -197,7 +198,7 @@ def test_unreadable_state_restores_the_newest_verified_checkpoint(
     agent = client.agent(state={"good": 1})
     good = client.create(agent, b"good payload")
     client.save(agent, {"good": 2})
-    bad = client.create(agent, b"this blob will rot")
+    bad = client.create(agent, b"this blob will rot" * INLINE_MAX)  # a blob
     path = client.blobs.path(client.key(agent, bad.checkpoint_id))
     client.blobs.fs.pipe_file(path, b"rotten bytes here!")
     corrupt_state(served, client.namespace, agent, version=2)
@@ -521,7 +522,8 @@ def test_background_retention_prunes_collects_and_expires(
     client = Client(running.target, running.settings)
     try:
         agent = client.agent()
-        made = [client.create(agent, f"{n}".encode(), request_id=f"r-{n}") for n in range(4)]
+        payloads = [f"{n}".encode() * (INLINE_MAX + 1) for n in range(4)]  # blobs
+        made = [client.create(agent, payloads[n], request_id=f"r-{n}") for n in range(4)]
         orphan = client.key(agent, "ckpt_lost")
         client.blobs.put(orphan, b"no manifest")
         deadline = time.monotonic() + 30
@@ -533,7 +535,7 @@ def test_background_retention_prunes_collects_and_expires(
         assert [c.checkpoint_id for c in listed] == [made[3].checkpoint_id, made[2].checkpoint_id]
         assert client.keys() == sorted(client.key(agent, c.checkpoint_id) for c in made[2:])
         while time.monotonic() < deadline:  # once the answer expires, the id is free again
-            fresh = client.create(agent, b"3", request_id="r-3")
+            fresh = client.create(agent, payloads[3], request_id="r-3")
             if fresh.checkpoint_id != made[3].checkpoint_id:
                 break
             time.sleep(0.05)

@@ -29,7 +29,7 @@ RECOVERY_STRATEGY_RESTORE_CHECKPOINT: RecoveryStrategy
 RECOVERY_STRATEGY_MANUAL_INTERVENTION: RecoveryStrategy
 
 class Checkpoint(_message.Message):
-    __slots__ = ("checkpoint_id", "agent_id", "state_version", "size_bytes", "sha256", "compression", "labels", "create_time")
+    __slots__ = ("checkpoint_id", "agent_id", "state_version", "size_bytes", "sha256", "compression", "labels", "create_time", "payload")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class Checkpoint(_message.Message):
     COMPRESSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     checkpoint_id: str
     agent_id: str
     state_version: int
@@ -53,7 +54,8 @@ class Checkpoint(_message.Message):
     compression: str
     labels: _containers.ScalarMap[str, str]
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, checkpoint_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., state_version: _Optional[int] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., compression: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    payload: bytes
+    def __init__(self, checkpoint_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., state_version: _Optional[int] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., compression: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class CreateCheckpointRequest(_message.Message):
     __slots__ = ("agent_id", "payload", "labels", "request_id")
@@ -126,7 +128,7 @@ class GetCheckpointResponse(_message.Message):
     def __init__(self, checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
 
 class ListCheckpointsRequest(_message.Message):
-    __slots__ = ("agent_id", "page_size", "page_token", "labels")
+    __slots__ = ("agent_id", "page_size", "page_token", "labels", "include_payloads")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -138,11 +140,13 @@ class ListCheckpointsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     page_size: int
     page_token: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, agent_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    include_payloads: bool
+    def __init__(self, agent_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., include_payloads: _Optional[bool] = ...) -> None: ...
 
 class ListCheckpointsResponse(_message.Message):
     __slots__ = ("checkpoints", "next_page_token")

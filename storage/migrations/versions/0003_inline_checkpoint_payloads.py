@@ -1,0 +1,31 @@
+"""Small checkpoint payloads stored inline in their manifest row.
+
+A checkpoint whose payload is at most ``INLINE_MAX`` bytes (server/services/
+checkpoints.py) keeps it in ``checkpoints.payload`` and has no blob
+(``blob_key`` is ""); larger payloads stay in blobs and leave the column NULL.
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-26
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("checkpoints", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("payload", sa.LargeBinary(), nullable=True))
+
+
+def downgrade() -> None:
+    # Inline payloads have no blob: a downgrade loses them (their manifests remain).
+    with op.batch_alter_table("checkpoints", schema=None) as batch_op:
+        batch_op.drop_column("payload")
