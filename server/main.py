@@ -28,6 +28,7 @@ def serve_main(argv: list[str]) -> int:
     settings = _settings(parser, argv)
     logs.configure(settings.log_level, settings.log_format)
     from stateward.server.app import serve  # after logging is set up
+    from stateward.storage.errors import StorageUnavailable
     from stateward.storage.migrate import SchemaMismatch
 
     # What is loaded by now lives as long as the process: keep it out of the collector's
@@ -35,7 +36,7 @@ def serve_main(argv: list[str]) -> int:
     gc.freeze()
     try:
         asyncio.run(serve(settings))
-    except (SchemaMismatch, config.ConfigError) as error:
+    except (SchemaMismatch, StorageUnavailable, config.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:

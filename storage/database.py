@@ -187,6 +187,7 @@ class _Refused(Exception):
 
 
 _STOP = object()
+MIN_SQLITE = (3, 35)  # UPDATE ... RETURNING
 
 
 class Database:
@@ -204,6 +205,12 @@ class Database:
         self.url = url
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self.max_batch = max_batch
+        if self.dialect == "sqlite" and sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StorageUnavailable(
+                f"this Python's SQLite is {sqlite3.sqlite_version}; Stateward needs "
+                f"{'.'.join(map(str, MIN_SQLITE))} or newer (for RETURNING): use a newer "
+                "Python build, or PostgreSQL"
+            )
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN", echo, read_threads)
             self.write_engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN IMMEDIATE", echo, 1)
@@ -358,6 +365,10 @@ class Database:
                     self._run_careful(conn, batch, job)
                 else:
                     self._run_optimistic(conn, batch, job)
+            if not careful and self.dialect == "postgresql" and _aborted(conn):
+                # A write caught a database error and returned: PostgreSQL would quietly
+                # turn the COMMIT into a ROLLBACK. The replay's RELEASE finds the culprit.
+                raise _Refused
             self._flush_events(conn, batch)
         return batch
 
@@ -400,6 +411,14 @@ class Database:
         _insert_events(conn, self.dialect, batch.events)
         for namespace, head in batch.heads.items():
             run(conn, _SET_COUNTER, (head, namespace))
+
+
+def _aborted(conn: Connection) -> bool:
+    """True when the PostgreSQL transaction on ``conn`` failed and can only roll back."""
+    from psycopg.pq import TransactionStatus
+
+    raw: Any = conn.connection.dbapi_connection
+    return bool(raw.info.transaction_status == TransactionStatus.INERROR)
 
 
 def _settle(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing
 from typing import Any, TypeAlias
@@ -69,56 +69,36 @@ def chunk_message(chunk: bytes) -> bytes:
     return b"".join((head, chunk))
 
 
-async def read_ahead(chunks: Iterator[bytes], depth: int = 4) -> AsyncGenerator[bytes, None]:
-    """A blocking iterator (disk reads, hashing) run in a worker thread up to ``depth``
-    items ahead of the consumer, so reading the next chunks overlaps sending this one.
+# Download reads get their own threads: a pull is short (one chunk read and hashed), so a
+# few threads serve many streams, and slow readers never starve the default executor.
+_READERS = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="stateward-download")
+_END = object()
 
-    The thread owns the iterator to the end and closes it, also when the consumer stops
-    early (a generator cannot be closed from another thread while it runs)."""
+
+async def read_ahead(chunks: Iterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """A blocking iterator (disk reads, hashing) pulled one item ahead in a worker thread,
+    so reading the next chunk overlaps sending this one.
+
+    A thread is busy only for one pull: a client that stops reading holds none. The
+    iterator is closed here at the end, once no pull of it is running."""
     loop = asyncio.get_running_loop()
-    ready: asyncio.Queue[tuple[bytes | None, BaseException | None]] = asyncio.Queue()
-    room = threading.Semaphore(depth)
-    stopped = threading.Event()
-
-    def hand_over(item: tuple[bytes | None, BaseException | None]) -> bool:
-        try:
-            loop.call_soon_threadsafe(ready.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody will take it
-            return False
-        return True
-
-    def wait_for_room() -> bool:
-        while not room.acquire(timeout=1.0):
-            if loop.is_closed():  # the consumer's cleanup will never run
-                return False
-        return not stopped.is_set()
-
-    def produce() -> None:
-        try:
-            for chunk in chunks:
-                if not (wait_for_room() and hand_over((chunk, None))):
-                    return
-            hand_over((None, None))
-        except BaseException as error:
-            hand_over((None, error))
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
-
-    loop.run_in_executor(None, produce)  # it ends on its own, also when stopped
+    pending: asyncio.Future[Any] | None = loop.run_in_executor(_READERS, next, chunks, _END)
     try:
-        while True:
-            chunk, error = await ready.get()
-            if error is not None:
-                raise error
-            if chunk is None:
+        while pending is not None:
+            chunk = await pending
+            if chunk is _END:
+                pending = None
                 return
-            room.release()
+            pending = loop.run_in_executor(_READERS, next, chunks, _END)
             yield chunk
     finally:
-        stopped.set()
-        room.release()  # a producer waiting for room wakes up and stops
+        if pending is not None:  # the consumer stopped: let the pull end before closing
+            await asyncio.wait([pending])
+            if not pending.cancelled():
+                pending.exception()  # retrieved: a read error after the consumer left is moot
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def compensation_step(r: TaskRunRecord) -> pb.CompensationStep:
@@ -166,13 +146,14 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
     async def CreateCheckpoint(
         self, request: pb.CreateCheckpointRequest, context: Ctx
     ) -> pb.CreateCheckpointResponse:
-        built: list[pb.CreateCheckpointResponse] = []
+        built: list[tuple[CheckpointRecord, pb.CreateCheckpointResponse]] = []
 
         def build(record: CheckpointRecord) -> pb.CreateCheckpointResponse:
-            # Asked twice, for the stored answer and for the reply: built once.
-            if not built:
-                built.append(pb.CreateCheckpointResponse(checkpoint=checkpoint(record)))
-            return built[0]
+            # Asked twice, for the stored answer and for the reply: built once per record
+            # (a write replayed after another write's refusal makes a new record).
+            if not built or built[0][0] is not record:
+                built[:] = [(record, pb.CreateCheckpointResponse(checkpoint=checkpoint(record)))]
+            return built[0][1]
 
         result = await self.checkpoints.create(
             namespace(context),

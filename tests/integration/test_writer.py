@@ -128,3 +128,33 @@ async def test_a_write_given_up_before_its_batch_never_runs(db: Database) -> Non
     await held
     assert await db.write(Recorder("b", committed)) == 1
     assert abandoned.runs == 0 and leases(db) == ["b"]
+
+
+async def test_a_write_that_swallows_a_database_error_fails_alone(db: Database) -> None:
+    """PostgreSQL aborts the transaction on any error; committing it would be a silent
+    ROLLBACK for the whole batch. The writer must notice and answer only that write."""
+
+    def lease(name: str) -> Callable[[Any], str]:
+        def write(ctx: Any) -> str:
+            run(ctx.conn, _LEASE, (name,))
+            return name
+
+        return write
+
+    def swallow(ctx: Any) -> str:
+        run(ctx.conn, _LEASE, ("swallower",))
+        try:
+            run(ctx.conn, _LEASE, ("swallower",))  # a duplicate key
+        except sa_exc.IntegrityError:
+            pass
+        return "carried on"
+
+    # Last in a batch without events: nothing after it would trip over the aborted state.
+    first, swallowed = await one_batch(db, lease("a"), swallow)
+    assert first == "a"
+    if db.dialect == "postgresql":
+        assert isinstance(swallowed, Exception)  # its RELEASE found the aborted transaction
+        assert leases(db) == ["a"]
+    else:  # SQLite keeps the transaction usable after a failed statement
+        assert swallowed == "carried on"
+        assert leases(db) == ["a", "swallower"]

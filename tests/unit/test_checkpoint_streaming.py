@@ -69,15 +69,15 @@ async def test_read_ahead_raises_the_iterators_error_after_the_good_chunks() -> 
     assert got == [bytes([0]) * 10, bytes([1]) * 10]
 
 
-async def test_read_ahead_stays_a_few_chunks_ahead_and_closes_when_the_consumer_stops() -> None:
+async def test_read_ahead_stays_one_chunk_ahead_and_closes_when_the_consumer_stops() -> None:
     source = Source(100)
-    stream = read_ahead(iter(source), depth=3)
+    stream = read_ahead(iter(source))
     assert await anext(stream) == bytes(10)
-    for _ in range(50):  # time for the reader thread to run ahead, if it were unbounded
+    for _ in range(50):  # time for the reader to run ahead, if it were unbounded
         await asyncio.sleep(0.01)
-    assert source.read <= 1 + 3 + 1  # taken, waiting (depth), the one it holds
-    await stream.aclose()  # the reader thread stops and closes the iterator itself
-    assert await asyncio.to_thread(source.closed.wait, 10)
+    assert source.read <= 2  # the chunk taken and the one read ahead
+    await stream.aclose()
+    assert source.closed.is_set()
     assert source.read < source.count
 
 

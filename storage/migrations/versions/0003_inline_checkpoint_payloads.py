@@ -26,6 +26,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Inline payloads have no blob: a downgrade loses them (their manifests remain).
+    # Inline payloads have no blob for older code to read: refuse rather than lose them.
+    inline = (
+        op.get_bind()
+        .execute(sa.text("SELECT count(*) FROM checkpoints WHERE payload IS NOT NULL"))
+        .scalar_one()
+    )
+    if inline:
+        raise RuntimeError(
+            f"{inline} checkpoints keep their payload inline, which revision 0002 cannot "
+            "read; delete them (or restore and re-create them on the newer version) first"
+        )
     with op.batch_alter_table("checkpoints", schema=None) as batch_op:
         batch_op.drop_column("payload")

@@ -1,0 +1,49 @@
+"""Migrations that would lose data refuse to run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import Engine, create_engine, delete, insert
+
+from stateward.storage import migrate, schema
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    config = migrate._config()
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def test_downgrade_below_inline_payloads_refuses_while_any_exist(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate.upgrade(engine)
+    row = {
+        "namespace": "default",
+        "checkpoint_id": "cp-1",
+        "agent_id": "a",
+        "state_version": 0,
+        "size": 2,
+        "stored_size": 2,
+        "sha256": "0" * 64,
+        "compression": "none",
+        "blob_key": "",
+        "labels": "{}",
+        "created_at": 1,
+        "payload": b"{}",
+    }
+    with engine.begin() as conn:
+        conn.execute(insert(schema.checkpoints).values(row))
+    with pytest.raises(RuntimeError, match="1 checkpoints keep their payload inline"):
+        _downgrade(engine, "0002")
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    with engine.begin() as conn:
+        conn.execute(delete(schema.checkpoints))
+    _downgrade(engine, "0002")
+    assert migrate.current_revision(engine) == "0002"
+    migrate.upgrade(engine)  # and back up again
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()
