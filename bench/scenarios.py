@@ -56,9 +56,16 @@ async def save_state(channel: grpc.aio.Channel, slot: int, params: dict[str, Any
 
 
 async def lifecycle(channel: grpc.aio.Channel, slot: int, params: dict[str, Any]) -> Any:
-    """Pause/resume cycles on agents only this slot touches (ACTIVE at start)."""
+    """Pause/resume cycles on agents only this slot touches, each ACTIVE at start.
+
+    A load run that ended mid-cycle (the soak runs one per minute) left some PAUSED:
+    resume those first, outside the measurement, so no call is a refused transition."""
     stub = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
     owned = agent_ids(params["prefix"], params["agents"])[slot :: params["slots"]]
+    for agent in owned:
+        found = await stub.GetAgent(lifecycle_pb2.GetAgentRequest(agent_id=agent))
+        if found.agent.status == lifecycle_pb2.AGENT_STATUS_PAUSED:
+            await stub.ResumeAgent(lifecycle_pb2.ResumeAgentRequest(agent_id=agent, reason="bench"))
     steps = itertools.cycle(
         [
             step
