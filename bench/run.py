@@ -84,17 +84,7 @@ class Report:
         enforced: bool = True,
     ) -> None:
         """``enforced=False``: the ratio is reported, the target belongs to another setup."""
-        ratio = value / ref if ref else math.nan
-        self.add(
-            figure,
-            value,
-            unit,
-            ref_name=ref_name,
-            ref=ref,
-            ratio=ratio,
-            target=f">= {minimum}x" if enforced else "",
-            ok=ratio >= minimum if enforced else None,
-        )
+        self._ratio(figure, value, unit, ref_name, ref, minimum, ">=", enforced)
 
     def at_most(
         self,
@@ -108,7 +98,21 @@ class Report:
         enforced: bool = True,
     ) -> None:
         """``enforced=False``: the ratio is reported, the target belongs to another setup."""
+        self._ratio(figure, value, unit, ref_name, ref, maximum, "<=", enforced)
+
+    def _ratio(
+        self,
+        figure: str,
+        value: float,
+        unit: str,
+        ref_name: str,
+        ref: float,
+        bound: float,
+        op: str,
+        enforced: bool,
+    ) -> None:
         ratio = value / ref if ref else math.nan
+        ok = ratio >= bound if op == ">=" else ratio <= bound
         self.add(
             figure,
             value,
@@ -116,8 +120,8 @@ class Report:
             ref_name=ref_name,
             ref=ref,
             ratio=ratio,
-            target=f"<= {maximum}x" if enforced else "",
-            ok=ratio <= maximum if enforced else None,
+            target=f"{op} {bound}x" if enforced else "",
+            ok=ok if enforced else None,
         )
 
     def skip(self, figure: str, reason: str) -> None:
