@@ -63,7 +63,7 @@ def test_crash_loop_postgres(durable_cluster: PostgresCluster, tmp_path: Path) -
                 cycle.run(lambda: durable_cluster.stop("immediate"))
                 time.sleep(rng.uniform(0.5, 3.0))
                 durable_cluster.start()
-                wait_answering(server.target)  # the same server process recovers by itself
+                wait_answering(server)  # the same server process recovers by itself
             kinds["server" if kill_server else "postgres"] += 1
             tally.faults += 1
             # With the server up throughout a database crash its sweeper may time leases

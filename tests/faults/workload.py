@@ -28,7 +28,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from tests.support.server import ServerProcess
 
 T = TypeVar("T")
 
@@ -482,19 +485,19 @@ def _settled_status(client: Any, task_run_id: str, timeout: float = 120.0) -> st
         time.sleep(0.2)
 
 
-def wait_answering(target: str, timeout: float = 120.0) -> None:
-    """Until the server at ``target`` answers a read (after its database came back)."""
+def wait_answering(server: ServerProcess, timeout: float = 120.0) -> None:
+    """Until ``server`` answers a read (after its database came back)."""
     from stateward.client import Client, StatewardError
 
     deadline = time.monotonic() + timeout
-    with Client.connect(target, timeout=10) as client:
+    with Client.connect(server.target, timeout=10) as client:
         while True:
             try:
                 client.list_events(page_size=1)
                 return
-            except StatewardError:
+            except StatewardError as error:
                 if time.monotonic() > deadline:
-                    raise
+                    raise AssertionError(f"{error}\n{server.diagnosis()}") from error
                 time.sleep(0.2)
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -89,13 +90,21 @@ def wait_serving(target: str, timeout: float = 30.0) -> None:
 
 
 class ServerProcess:
-    """``stateward serve`` as a child process, for restart and SIGKILL tests."""
+    """``stateward serve`` as a child process, for restart and SIGKILL tests.
+
+    The server's stderr goes to a file, never to an unread pipe: a pipe fills after 64 KiB
+    of warnings (a database outage logs plenty) and then blocks the server on its next log
+    line. :meth:`diagnosis` tells a failing test whether the process is alive and what it
+    last said.
+    """
 
     def __init__(self, port: int, args: list[str], env: dict[str, str] | None = None) -> None:
         self.port = port
         self.args = args
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.returncode: int | None = None
+        self._stderr = tempfile.NamedTemporaryFile(prefix="stateward-server-", suffix=".log")
 
     @property
     def target(self) -> str:
@@ -113,25 +122,42 @@ class ServerProcess:
             "WARNING",
             *self.args,
         ]
+        self.returncode = None
         self.proc = subprocess.Popen(
-            command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            command, env=self.env, stdout=subprocess.DEVNULL, stderr=self._stderr
         )
         try:
             wait_serving(self.target, timeout)
-        except TimeoutError:
+        except TimeoutError as error:
+            reason = self.diagnosis()
             self.kill()
-            raise
+            raise TimeoutError(f"{error}\n{reason}") from None
         return self
+
+    def stderr_text(self) -> str:
+        with open(self._stderr.name, "rb") as log:
+            return log.read().decode(errors="replace")
+
+    def diagnosis(self, tail: int = 4000) -> str:
+        """Whether the process still runs, and the end of what it wrote to stderr."""
+        code = self.proc.poll() if self.proc is not None else self.returncode
+        alive = "running" if self.proc is not None and code is None else f"exited ({code})"
+        return f"server process {alive}; stderr ends with:\n{self.stderr_text()[-tail:]}"
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-        self.proc = None
+        self._forget()
 
     def terminate(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout)
-        self.proc = None
+        self._forget()
         return code
+
+    def _forget(self) -> None:
+        if self.proc is not None:
+            self.returncode = self.proc.returncode
+        self.proc = None
