@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
+import orjson
 from sqlalchemy import Connection
 
 from stateward.server import metrics
@@ -642,8 +643,9 @@ class ExecutionService:
         kinds = set(map(_TYPE, events))
         run_ids = set(map(_RUN_ID, events))
         task_run_ids = set(map(_TASK_RUN_ID, events))
-        if not all(map(_small_json_object, map(_DATA, events))):
-            for i, (_, data, *_) in enumerate(events):
+        datas = list(map(_DATA, events))
+        if not _small_json_objects(datas):
+            for i, data in enumerate(datas):
                 if not _small_json_object(data):
                     _check_event_data(v, f"events[{i}].data_json", data)
         if "" in run_ids and "" in task_run_ids:
@@ -853,6 +855,32 @@ def _task_draft(
     return EventDraft(namespace, 0, kind, data or b"{}", now, agent_id, owner_run, task_run_id, at)
 
 
+def _small_json_objects(datas: list[bytes]) -> bool:
+    """True if every payload is certainly valid (see :func:`_small_json_object`), checked in C
+    loops with orjson (~5k instructions per 200 B payload against ~10k). False sends the batch
+    to the per-payload checks, which decide and say why: orjson refuses some JSON that
+    Python's json accepts (e.g. 1e999, lone surrogate escapes), never the other way round."""
+    if b"" in datas:
+        datas = list(filter(None, datas))  # empty means {}
+        if not datas:
+            return True
+    if max(map(len, datas)) > rules.MAX_EVENT_DATA:
+        return False
+    try:  # each parsed value is dropped as soon as its type is known
+        shapes = set(map(type, map(_orjson_loads, datas)))
+    except ValueError:  # orjson.JSONDecodeError
+        return False
+    if shapes != _ONLY_DICT:
+        return False
+    joined = b"".join(datas)
+    if b"[" in joined or joined.count(b"{") > len(datas):  # maybe nested: bound the depth
+        return all(d.count(b"{") + d.count(b"[") <= check.MAX_JSON_DEPTH for d in datas)
+    return True
+
+
+_ONLY_DICT = {dict}
+
+
 def _small_json_object(raw: bytes) -> bool:
     """True if ``raw`` is certainly a valid event payload: empty (meaning ``{}``) or a JSON
     object within the size and depth limits, with no surrounding whitespace. False sends it
@@ -901,3 +929,4 @@ def _refuse_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)  # built once: json.loads(**kw) is not
 # (value, end) of the JSON value at an offset; the C scanner (typeshed mistypes its argument)
 _SCAN = json.scanner.make_scanner(cast(Any, _DECODER))
+_orjson_loads = orjson.loads
