@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import operator
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -647,6 +648,8 @@ class StateService:
     def on_commit(self, events: list[EventDraft]) -> None:
         """Drop cached states that a commit changed outside this service (writer thread):
         the agent was deleted or terminated, or another module wrote a version."""
+        if not any(map(_may_stale, set(map(_TYPE, events)))):
+            return  # the usual batch (appended events, own saves): one C pass over the types
         for event in events:
             if event.agent_id is None:
                 continue
@@ -656,6 +659,16 @@ class StateService:
                 or (event.type == "agent.transitioned" and _terminated(event.data))
             ):
                 self.cache.discard((event.namespace, event.agent_id))
+
+
+def _may_stale(kind: str) -> bool:
+    """Whether an event of this type may make a cached state stale (see ``on_commit``)."""
+    return kind in ("agent.deleted", "agent.transitioned") or (
+        kind.startswith("state.") and kind not in OWN_EVENTS
+    )
+
+
+_TYPE = operator.attrgetter("type")
 
 
 def _terminated(transition: bytes) -> bool:
