@@ -140,6 +140,12 @@ class BaseClient(LifecycleCalls, StateCalls, ExecutionCalls, RecoveryCalls):
     def _metadata(self, call: Prepared[Any], request_id: str) -> list[tuple[str, str | bytes]]:
         """Namespace, request id and token, then client metadata, then the call's; a later
         key replaces earlier ones."""
+        if not call.metadata and not self.options.metadata:  # the usual call: nothing to merge
+            return [
+                (NAMESPACE_KEY, self.options.namespace),
+                (REQUEST_ID_KEY, request_id),
+                *self.options.auth_metadata(),
+            ]
         layers = [
             [
                 (NAMESPACE_KEY, self.options.namespace),

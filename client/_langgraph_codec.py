@@ -23,8 +23,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .models import Checkpoint as Manifest
-
 AGENT_TYPE = "langgraph.thread"
 AGENT_LABELS = {"stateward.dev/langgraph": "thread"}
 PLAIN_PREFIX = "lg."
@@ -153,6 +151,16 @@ def metadata_matches(metadata: Mapping[str, Any], wanted: Mapping[str, Any]) -> 
 
 
 # -- manifests -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A listed Stateward checkpoint manifest: as much of it as the saver reads."""
+
+    checkpoint_id: str
+    agent_id: str
+    labels: Mapping[str, str]
+    payload: bytes | None  # inline payloads only, when the listing asked for them
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,25 +6,73 @@ checkpoints; the saver decides what to read and write (see
 ``upload_checkpoint``. Small payloads come back inside a labelled listing
 (``include_payloads``: the server stores them inline and verifies them); the
 others are downloaded, and every download is verified against its manifest.
+
+The two hot calls, creating a checkpoint and listing manifests, are sent as
+prepared requests through the client's ``_send`` (its retries, deadlines and
+errors) and read straight from the response messages: the saver needs four
+fields of a manifest, not a ``models.Checkpoint``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ._langgraph_codec import AGENT_LABELS, AGENT_TYPE, plain_thread_id
+from stateward.v1 import recovery_pb2 as pb
+
+from ._langgraph_codec import AGENT_LABELS, AGENT_TYPE, Manifest, plain_thread_id
+from ._operation import RECOVERY, Prepared, Rpc
 from .aio import AsyncClient
 from .errors import AlreadyExists, FailedPrecondition, NotFound
-from .models import Checkpoint as Manifest
 from .sync import Client
 
 INLINE_LIMIT = 1 << 20
 """Payloads up to this size go in one CreateCheckpoint; larger ones are uploaded in chunks."""
 PARALLEL = 8
 """Transfers in flight at once for one operation."""
+PAGE_SIZE = 1000
+"""Manifests asked for per listing page."""
+
+CREATE = Rpc(RECOVERY, "CreateCheckpoint")
+LIST = Rpc(RECOVERY, "ListCheckpoints")
+
+
+def _creating(agent_id: str, payload: bytes, labels: Mapping[str, str]) -> Prepared[None]:
+    """CreateCheckpoint without a request_id. The saver's records are idempotent by
+    content, like the upserts of LangGraph's own savers: a retry whose first attempt did
+    commit stores a second, identical record, which the codec reads as one (the newest copy
+    of a checkpoint; writes merged by task and index). Without a request_id the server
+    stores no answer to replay, so each put is two statements lighter."""
+    request = pb.CreateCheckpointRequest(agent_id=agent_id, payload=payload, labels=labels)
+    return Prepared(request, _ignore)
+
+
+def _ignore(response: Any) -> None:
+    return None
+
+
+def _listing(
+    agent_id: str, labels: Mapping[str, str] | None, payloads: bool
+) -> Prepared[tuple[list[Manifest], str]]:
+    request = pb.ListCheckpointsRequest(
+        agent_id=agent_id, page_size=PAGE_SIZE, labels=labels, include_payloads=payloads
+    )
+    return Prepared(request, _page)
+
+
+def _page(response: pb.ListCheckpointsResponse) -> tuple[list[Manifest], str]:
+    found = [
+        Manifest(
+            m.checkpoint_id,
+            m.agent_id,
+            dict(m.labels),
+            m.payload if m.HasField("payload") else None,
+        )
+        for m in response.checkpoints
+    ]
+    return found, response.next_page_token
 
 
 class SyncStore:
@@ -53,11 +101,14 @@ class SyncStore:
     ) -> list[Manifest]:
         """Every checkpoint manifest of ``agent_id`` ("" for the namespace) carrying
         ``labels``, newest first; with ``payloads``, inline payloads too."""
-        return list(
-            self.client.iter_checkpoints(
-                agent_id, page_size=1000, labels=labels, include_payloads=payloads
-            )
-        )
+        call = _listing(agent_id, labels, payloads)
+        found: list[Manifest] = []
+        while True:
+            page, token = self.client._send(LIST, call)
+            found += page
+            if not token:
+                return found
+            call = call.with_page_token(token)
 
     def fetch(self, manifest_ids: Sequence[str]) -> list[bytes | None]:
         """The payloads, None for a manifest deleted meanwhile."""
@@ -100,7 +151,7 @@ class SyncStore:
 
     def _create(self, agent_id: str, payload: bytes, labels: Mapping[str, str]) -> None:
         if len(payload) <= INLINE_LIMIT:
-            self.client.create_checkpoint(agent_id, payload, labels)
+            self.client._send(CREATE, _creating(agent_id, payload, labels))
         else:
             self.client.upload_checkpoint(
                 agent_id, payload, labels=labels, timeout=self.client.options.timeout
@@ -166,10 +217,14 @@ class AsyncStore:
     async def manifests(
         self, agent_id: str, labels: Mapping[str, str] | None = None, *, payloads: bool = False
     ) -> list[Manifest]:
-        pages: AsyncIterator[Manifest] = self.client.iter_checkpoints(
-            agent_id, page_size=1000, labels=labels, include_payloads=payloads
-        )
-        return [manifest async for manifest in pages]
+        call = _listing(agent_id, labels, payloads)
+        found: list[Manifest] = []
+        while True:
+            page, token = await self.client._send(LIST, call)
+            found += page
+            if not token:
+                return found
+            call = call.with_page_token(token)
 
     async def fetch(self, manifest_ids: Sequence[str]) -> list[bytes | None]:
         return await self._map(self._download, manifest_ids)
@@ -211,7 +266,7 @@ class AsyncStore:
 
     async def _create(self, agent_id: str, payload: bytes, labels: Mapping[str, str]) -> None:
         if len(payload) <= INLINE_LIMIT:
-            await self.client.create_checkpoint(agent_id, payload, labels)
+            await self.client._send(CREATE, _creating(agent_id, payload, labels))
         else:
             await self.client.upload_checkpoint(
                 agent_id, payload, labels=labels, timeout=self.client.options.timeout

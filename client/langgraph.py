@@ -44,10 +44,10 @@ except ImportError as missing:  # pragma: no cover - depends on the environment
     ) from missing
 
 from . import _langgraph_codec as codec
+from ._langgraph_codec import Manifest
 from ._langgraph_store import AsyncStore, SyncStore
 from ._options import DEFAULT_TARGET
 from .aio import AsyncClient
-from .models import Checkpoint as Manifest
 from .sync import Client
 
 __all__ = ["StatewardSaver"]

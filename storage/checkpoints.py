@@ -193,16 +193,24 @@ def delete_checkpoints(conn: Connection, namespace: str, checkpoint_ids: Iterabl
 
 
 RARE_LABEL = 64
-"""A label filter is served from the labels index, starting from its rarest label, when
-that label has fewer owners than this; otherwise the checkpoints are scanned newest first
-(by agent when one is given) and the labels checked row by row. Decided here, with one
-small count per label, because neither planner can: SQLite keeps no statistics, and
-PostgreSQL's are missing or stale on young tables (it then scans every owner of the
-label's key for each of the agent's checkpoints)."""
+"""A label filter starts from a label with at most this many owners: their rows are read
+by primary key and checked here. Otherwise the checkpoints are scanned newest first (by
+agent when one is given) and the labels checked row by row; without an agent, the first
+label's owners drive the scan.
 
-_COUNT_OWNERS = Sql(
-    "SELECT count(*) FROM (SELECT 1 FROM labels WHERE namespace = ? AND kind = 'checkpoint' "
-    f"AND key = ? AND value = ? LIMIT {RARE_LABEL}) AS owners"
+PostgreSQL has no statistics on a young table (before autoanalyze) and then takes an
+equality on any column as 0.5% selective: ``namespace = ? AND kind = 'checkpoint'`` looked
+as rare as a full label match, every candidate was estimated at the one-row minimum, and
+the choice fell to page counts. It scanned every checkpoint label of the namespace
+through the labels primary key for each lookup, or every checkpoint of the agent through
+an agent index. So the owners are read with a statement only one index can serve, and
+the rows by primary key with no other condition (see ``_ids_sql``)."""
+
+# Served by ix_labels_namespace_key_value_kind_owner_id (revision 0004) alone: no other
+# index starts with (namespace, key, value), so ``kind`` is checked by the caller, not here.
+_OWNERS = Sql(
+    "SELECT owner_id, kind FROM labels WHERE namespace = ? AND key = ? AND value = ? "
+    f"LIMIT {RARE_LABEL + 1}"
 )
 
 
@@ -219,11 +227,13 @@ def list_page(
     """Newest first, after the keyset ``before``; ``limit + 1`` rows tell if more follow.
     ``with_payloads`` also reads inline payloads."""
     checks = list((labels or {}).items())
-    driver = _rarest(conn, namespace, checks, by_agent=bool(agent_id))
-    if driver is not None:
-        checks.remove(driver)
-    params: list[Any] = [*driver, namespace] if driver else []
-    params.append(namespace)
+    for pair in checks:
+        owners = _owners(conn, namespace, pair)
+        if owners is not None:
+            found = _by_ids(conn, namespace, owners, with_payloads)
+            return _keep(found, agent_id, checks, before, limit + 1)
+    driver = checks.pop(0) if checks and not agent_id else None
+    params: list[Any] = [namespace, *driver, namespace] if driver else [namespace]
     if agent_id:
         params.append(agent_id)
     for pair in checks:
@@ -241,19 +251,67 @@ def list_page(
     return [_record(row) for row in run(conn, sql, params).fetchall()]
 
 
-def _rarest(
-    conn: Connection, namespace: str, labels: list[tuple[str, str]], *, by_agent: bool
-) -> tuple[str, str] | None:
-    """The label to start from, or None to scan checkpoints in order."""
-    if not labels:
+def _owners(conn: Connection, namespace: str, label: tuple[str, str]) -> list[str] | None:
+    """The checkpoints carrying ``label``; None when it has more than RARE_LABEL owners."""
+    rows = run(conn, _OWNERS, (namespace, *label)).fetchall()
+    if len(rows) > RARE_LABEL:
         return None
-    if len(labels) == 1 and not by_agent:
-        return labels[0]  # never worse than scanning the whole namespace
-    owners = {
-        pair: int(run(conn, _COUNT_OWNERS, (namespace, *pair)).fetchone()[0]) for pair in labels
-    }
-    best = min(labels, key=lambda pair: owners[pair])
-    return best if owners[best] < RARE_LABEL or not by_agent else None
+    return [row[0] for row in rows if row[1] == "checkpoint"]
+
+
+def _by_ids(
+    conn: Connection, namespace: str, ids: list[str], with_payloads: bool
+) -> list[CheckpointRecord]:
+    """The manifests of ``ids``, each read by primary key, in no particular order. No other
+    condition goes in the SQL: an agent condition would let PostgreSQL pick an agent index
+    instead (see RARE_LABEL)."""
+    if not ids:
+        return []
+    postgresql = conn.dialect.name == "postgresql"
+    sql = _ids_sql(len(ids), with_payloads, postgresql)
+    params = [*ids, namespace] if postgresql else [namespace, *ids]
+    return [_record(row) for row in run(conn, sql, params).fetchall()]
+
+
+@functools.lru_cache(maxsize=4 * RARE_LABEL)
+def _ids_sql(count: int, with_payloads: bool, postgresql: bool) -> Sql:
+    columns = _COLUMNS + (", payload" if with_payloads else "")
+    if not postgresql:  # SQLite takes the primary key for an IN list on it
+        marks = ", ".join(["?"] * count)
+        return Sql(
+            f"SELECT {columns} FROM checkpoints WHERE namespace = ? AND checkpoint_id IN ({marks})"
+        )
+    # One probe per id. Without statistics, PostgreSQL weighs the primary key (one row)
+    # against a namespace-only scan of an agent index (0.5% of its size estimate) probe by
+    # probe, so the key wins once the table is past a few hundred rows of LangGraph size
+    # (an IN list is weighed as a whole: k rows against the same 0.5%). The OFFSET keeps
+    # the probe from being flattened into a join.
+    values = ", ".join(["(?)"] * count)
+    return Sql(
+        f"SELECT {columns} FROM (VALUES {values}) AS o (id) CROSS JOIN LATERAL "
+        f"(SELECT {columns} FROM checkpoints WHERE namespace = ? AND checkpoint_id = o.id "
+        "OFFSET 0) AS c"
+    )
+
+
+def _keep(
+    found: list[CheckpointRecord],
+    agent_id: str | None,
+    labels: list[tuple[str, str]],
+    before: tuple[int, str] | None,
+    limit: int,
+) -> list[CheckpointRecord]:
+    """What the listing's SQL would have kept of ``found`` (the labels column mirrors the
+    label rows), newest first, at most ``limit``."""
+    kept = [
+        r
+        for r in found
+        if (not agent_id or r.agent_id == agent_id)
+        and all(r.labels.get(key) == value for key, value in labels)
+        and (before is None or (r.created_at, r.checkpoint_id) < before)
+    ]
+    kept.sort(key=lambda r: (r.created_at, r.checkpoint_id), reverse=True)
+    return kept[:limit]
 
 
 _NO_LIMIT = 1 << 62
@@ -267,11 +325,14 @@ def _list_sql(
     if with_payloads:
         columns += ", c.payload"
     if driven:
-        # The label's owners drive the lookup: CROSS JOIN keeps SQLite from reordering, and
-        # the LIMIT keeps PostgreSQL from flattening the subquery into a join it reorders.
+        # The label's owners drive the lookup, from the (namespace, key, value) index (see
+        # _OWNERS); the inner LIMIT keeps the kind check out of that scan. CROSS JOIN keeps
+        # SQLite from reordering, the outer LIMIT keeps PostgreSQL from flattening the
+        # subquery into a join it reorders.
         source = (
-            "(SELECT owner_id FROM labels WHERE key = ? AND value = ? AND namespace = ? "
-            f"AND kind = 'checkpoint' LIMIT {_NO_LIMIT}) AS l CROSS JOIN checkpoints c "
+            "(SELECT owner_id FROM (SELECT owner_id, kind FROM labels WHERE namespace = ? "
+            f"AND key = ? AND value = ? LIMIT {_NO_LIMIT}) AS o WHERE o.kind = 'checkpoint' "
+            f"LIMIT {_NO_LIMIT}) AS l CROSS JOIN checkpoints c "
             "WHERE c.namespace = ? AND c.checkpoint_id = l.owner_id"
         )
     else:

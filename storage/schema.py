@@ -91,6 +91,7 @@ labels = Table(
     Column("key", String(256), primary_key=True),
     Column("value", String(256), nullable=False),
     Index(None, "namespace", "kind", "key", "value", "owner_id"),
+    Index(None, "namespace", "key", "value", "kind", "owner_id"),  # revision 0004
 )
 
 transitions = Table(
