@@ -5,8 +5,11 @@ and over, and the Stateward upload one prebuilt ``UploadCheckpointRequest`` carr
 block (encoded once, sent with no serializer: the wire bytes are the same as the stub's).
 Building and encoding a fresh 1 MiB protobuf per chunk costs this client ~1-2 ms of CPU
 per MiB (upb's encoder in fresh allocations), which on 2 shared cores would be measured
-as server slowness. Downloads are parsed as ``DownloadCheckpointResponse`` messages
-(~0.1 ms per MiB).
+as server slowness. The upload's metadata announces the payload's sha256, as the client
+library does for bytes and files; it is computed before the clock starts. Downloads are
+received as raw messages like the bare ones: the manifest is parsed, each chunk message
+is counted without a copy (its tag and length prefix skipped), where parsing it would
+copy each MiB twice on a core the server needs.
 
 Each transfer opens its channel and moves a small warm-up payload first (connection,
 first-call costs). ``run.py`` alternates disk, bare and Stateward rounds and keeps the
@@ -16,6 +19,7 @@ fastest of each (:func:`best`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -32,6 +36,7 @@ from stateward.v1 import recovery_pb2, recovery_pb2_grpc
 CHUNK = 1 * MiB
 WARM_UP = 4 * MiB
 UPLOAD = "/stateward.v1.RecoveryService/UploadCheckpoint"
+DOWNLOAD = "/stateward.v1.RecoveryService/DownloadCheckpoint"
 
 
 async def _chunks(total: int, block: bytes) -> AsyncIterator[bytes]:
@@ -46,10 +51,30 @@ def _chunk_request(piece: bytes) -> bytes:
     return recovery_pb2.UploadCheckpointRequest(chunk=piece).SerializeToString()
 
 
-async def _upload_requests(agent_id: str, total: int, block: bytes) -> AsyncIterator[bytes]:
+def _payload_sha256(total: int, block: bytes) -> str:
+    """The sha256 of the payload ``_upload_requests`` sends."""
+    digest = hashlib.sha256()
+    for _ in range(total // len(block)):
+        digest.update(block)
+    digest.update(block[: total % len(block)])
+    return digest.hexdigest()
+
+
+def _payload_length(message: bytes) -> int:
+    """The chunk length of an encoded ``DownloadCheckpointResponse`` carrying a chunk: the
+    message minus its tag byte and varint length prefix."""
+    at = 1
+    while message[at] & 0x80:
+        at += 1
+    return len(message) - at - 1
+
+
+async def _upload_requests(
+    agent_id: str, total: int, block: bytes, sha256: str
+) -> AsyncIterator[bytes]:
     """The encoded messages of an upload: metadata, then ``total`` bytes of chunks."""
     yield recovery_pb2.UploadCheckpointRequest(
-        metadata=recovery_pb2.UploadCheckpointMetadata(agent_id=agent_id)
+        metadata=recovery_pb2.UploadCheckpointMetadata(agent_id=agent_id, sha256=sha256)
     ).SerializeToString()
     whole = _chunk_request(block)
     for _ in range(total // len(block)):
@@ -72,11 +97,15 @@ async def stateward_transfer(
         upload = channel.stream_unary(
             UPLOAD, response_deserializer=recovery_pb2.UploadCheckpointResponse.FromString
         )
+        download = channel.unary_stream(
+            DOWNLOAD, request_serializer=recovery_pb2.DownloadCheckpointRequest.SerializeToString
+        )
 
         async def one(size: int, evicted: Path | None) -> dict[str, Any]:
+            sha256 = _payload_sha256(size, block)
             with procstat.RssSampler(server_pid) as upload_rss:
                 t0 = time.perf_counter()
-                reply = await upload(_upload_requests(agent_id, size, block))
+                reply = await upload(_upload_requests(agent_id, size, block, sha256))
                 upload_s = time.perf_counter() - t0
             checkpoint_id = reply.checkpoint.checkpoint_id
             if evicted is not None:  # read from the disk, like the raw read it is compared with
@@ -86,11 +115,15 @@ async def stateward_transfer(
             received = 0
             with procstat.RssSampler(server_pid) as download_rss:
                 t0 = time.perf_counter()
-                async for item in stub.DownloadCheckpoint(
-                    recovery_pb2.DownloadCheckpointRequest(checkpoint_id=checkpoint_id)
-                ):
-                    received += len(item.chunk)
+                messages = aiter(
+                    download(recovery_pb2.DownloadCheckpointRequest(checkpoint_id=checkpoint_id))
+                )
+                manifest = recovery_pb2.DownloadCheckpointResponse.FromString(await anext(messages))
+                async for message in messages:
+                    received += _payload_length(message)
                 download_s = time.perf_counter() - t0
+            if manifest.checkpoint.sha256 != sha256:
+                raise RuntimeError("the checkpoint's manifest does not have the payload's sha256")
             if received != size:
                 raise RuntimeError(f"downloaded {received} bytes, uploaded {size}")
             await stub.DeleteCheckpoint(

@@ -191,7 +191,7 @@ class _Counting:
         self.raw = raw
         self.written = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | memoryview) -> int:
         self.raw.write(data)
         self.written += len(data)
         return len(data)
@@ -240,7 +240,7 @@ class BlobWriter:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         try:
             self._sink.write(chunk)
             if self._local:
@@ -270,7 +270,7 @@ class BlobWriter:
             pass
         self._written_back = end
 
-    def write_all(self, chunks: Iterable[bytes]) -> None:
+    def write_all(self, chunks: Iterable[bytes | memoryview]) -> None:
         """``write`` several chunks in order (one worker-thread hop for a batch)."""
         for chunk in chunks:
             self.write(chunk)

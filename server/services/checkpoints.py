@@ -25,10 +25,12 @@ blob is deleted).
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
 import re
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -144,7 +146,7 @@ class CheckpointService:
         agent_id: str,
         labels: dict[str, str],
         sha256: str,
-        chunks: AsyncIterator[bytes],
+        chunks: AsyncIterator[bytes | memoryview],
         replay: Replay | None = None,
         *,
         settle: float = 0.0,
@@ -153,7 +155,8 @@ class CheckpointService:
 
         ``settle``: seconds to wait after the last chunk before committing, for a transport
         that reports a cancellation only after ending the stream (the wait overlaps the
-        final fsync).
+        final fsync). Skipped when the metadata announced the sha256: a truncated payload
+        cannot match it.
         """
         v = Violations()
         check.check_id(v, "metadata.agent_id", agent_id)
@@ -176,20 +179,18 @@ class CheckpointService:
             )
 
     async def _receive(
-        self, key: str, expected: str, chunks: AsyncIterator[bytes], settle: float
+        self, key: str, expected: str, chunks: AsyncIterator[bytes | memoryview], settle: float
     ) -> BlobInfo:
         """Stream the chunks to a temporary blob, check the hash, commit it under ``key``.
 
         The event loop receives while a worker thread hashes and writes the chunks that came
-        before (hashlib and file writes release the GIL). New chunks wait in ``batch``: once
-        it holds ``WRITE_AHEAD`` bytes, receiving pauses for the writer, so memory stays
-        bounded whatever the payload's size. One batch is written at a time, in order.
+        before (hashlib and file writes release the GIL), through ``_WriteBehind``: once
+        ``WRITE_AHEAD`` bytes are unwritten, receiving pauses for the writer, so memory stays
+        bounded whatever the payload's size.
         """
         writer: BlobWriter = await asyncio.to_thread(self.blobs.writer)
-        loop = asyncio.get_running_loop()
-        busy: asyncio.Future[None] | None = None  # the batch being written
-        batch: list[bytes] = []
-        queued = 0
+        pipe = _WriteBehind(writer, WRITE_AHEAD)
+        busy: asyncio.Future[None] | None = None  # the worker call finishing the blob
         try:
             index = 0
             async for chunk in chunks:
@@ -200,21 +201,12 @@ class CheckpointService:
                         f"message {index} carries {len(chunk)} bytes; chunks must be at most "
                         f"{MAX_CHUNK} bytes (4 MiB)",
                     )
-                if not chunk:
-                    continue
-                batch.append(chunk)
-                queued += len(chunk)
-                if busy is not None and (busy.done() or queued >= WRITE_AHEAD):
-                    await asyncio.shield(busy)  # raises the writer's error, if any
-                    busy = None
-                if busy is None:
-                    busy = loop.run_in_executor(None, writer.write_all, batch)
-                    batch, queued = [], 0
-            if busy is not None:
-                await asyncio.shield(busy)
-            # The rest is written and fsynced while a late cancellation has time to arrive.
-            busy = loop.run_in_executor(None, _finish, writer, batch)
-            await asyncio.gather(asyncio.shield(busy), asyncio.sleep(settle))
+                if chunk:
+                    await pipe.put(chunk)
+            await pipe.flush()
+            # The blob is made durable while a late cancellation has time to arrive.
+            busy = asyncio.get_running_loop().run_in_executor(None, writer.close)
+            await asyncio.gather(asyncio.shield(busy), asyncio.sleep(0.0 if expected else settle))
             busy = None
             if expected and writer.sha256 != expected:
                 raise DataLoss(
@@ -225,6 +217,8 @@ class CheckpointService:
         except BaseException:
             # Also on cancellation (the client went away): a best-effort cleanup, once no
             # thread writes the blob any more; garbage collection catches what this misses.
+            if busy is None:
+                busy = pipe.stop()
             if busy is None or busy.done():
                 _abandon(writer, busy)
             else:
@@ -568,10 +562,89 @@ def _check_inline(record: CheckpointRecord, payload: bytes | None) -> bytes:
     return payload
 
 
-def _finish(writer: BlobWriter, rest: list[bytes]) -> None:
-    """Write the last chunks of an upload and make the blob durable (a worker thread)."""
-    writer.write_all(rest)
-    writer.close()
+class _WriteBehind:
+    """An upload's chunks, written in order by a worker thread while the loop receives.
+
+    ``put`` queues a chunk and starts a worker call unless one is draining the queue; that
+    call writes (and hashes) chunks until the queue is empty, so a steady upload costs no
+    thread hop per chunk, and a client that stops sending holds no thread. ``put`` waits
+    while ``limit`` bytes are unwritten. The lock guards the queue and the flags.
+    """
+
+    def __init__(self, writer: BlobWriter, limit: int) -> None:
+        self.writer = writer
+        self.limit = limit
+        self.loop = asyncio.get_running_loop()
+        self.lock = threading.Lock()
+        self.queue: collections.deque[bytes | memoryview] = collections.deque()
+        self.unwritten = 0  # bytes queued or being written
+        self.draining = False  # a worker call is writing (or about to)
+        self.failed = False  # the writer raised: its call holds the error
+        self.stopped = False  # the upload was given up: write nothing more
+        self.room: asyncio.Future[None] | None = None  # put() waiting for the writer
+        self.call: asyncio.Future[None] | None = None  # the latest worker call
+
+    async def put(self, chunk: bytes | memoryview) -> None:
+        with self.lock:
+            self.queue.append(chunk)
+            self.unwritten += len(chunk)
+            start = not self.draining and not self.failed
+            if start:
+                self.draining = True
+            room = None
+            if self.unwritten >= self.limit and not start and not self.failed:
+                room = self.room = self.loop.create_future()
+        if start:
+            self.call = self.loop.run_in_executor(None, self._drain)
+        if room is not None:
+            await room
+        if self.failed:
+            await self.flush()  # raises the writer's error
+
+    async def flush(self) -> None:
+        """Wait until every queued chunk is written; raises the writer's error."""
+        if self.call is not None:
+            await asyncio.shield(self.call)
+
+    def stop(self) -> asyncio.Future[None] | None:
+        """Write nothing more; the worker call to wait for before dropping the blob."""
+        with self.lock:
+            self.stopped = True
+            self.queue.clear()
+        return self.call
+
+    def _drain(self) -> None:
+        """Worker thread: write queued chunks until there are none."""
+        try:
+            while True:
+                with self.lock:
+                    if self.stopped or not self.queue:
+                        self.draining = False
+                        return
+                    chunk = self.queue.popleft()
+                self.writer.write(chunk)
+                with self.lock:
+                    self.unwritten -= len(chunk)
+                    room = self.room if self.unwritten < self.limit else None
+                    if room is not None:
+                        self.room = None
+                if room is not None:
+                    self.loop.call_soon_threadsafe(_wake, room)
+        except BaseException:
+            with self.lock:
+                self.failed = True
+                self.draining = False
+            raise
+        finally:
+            with self.lock:
+                room, self.room = self.room, None
+            if room is not None:
+                self.loop.call_soon_threadsafe(_wake, room)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _abandon(writer: BlobWriter, busy: asyncio.Future[None] | None) -> None:
