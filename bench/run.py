@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import math
 import platform
@@ -636,6 +637,8 @@ class Bench:
         self.report.raw["machine"] = {
             "platform": platform.platform(),
             "python": platform.python_version(),
+            # the servers' loop (stateward serve and the echo ceilings use the same)
+            "event_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
             "loadavg_start": procstat.loadavg(),
             "args": vars(self.args),
         }
@@ -716,8 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = result["raw"]["machine"]
     print(
         f"\n# Stateward benchmarks ({'full' if args.full else 'quick'}, "
-        f"{args.duration:g} s per scenario, load average {machine['loadavg_start']} -> "
-        f"{machine['loadavg_end']})\n"
+        f"{args.duration:g} s per scenario, servers on {machine['event_loop']}, load average "
+        f"{machine['loadavg_start']} -> {machine['loadavg_end']})\n"
     )
     print(bench.report.table())
     print(

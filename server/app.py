@@ -117,6 +117,7 @@ class StatewardServer:
                 "tls": credentials is not None,
                 "mutual_tls": bool(settings.tls_client_ca),
                 "auth": self.authorizer is not None,
+                "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
             },
         )
         await asyncio.to_thread(self._prepare_database, db)

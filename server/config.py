@@ -38,6 +38,11 @@ class Settings:
     log_level: str = _opt("INFO", "log level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     log_format: str = _opt("text", "log line format", choices=("text", "json"))
     max_message_bytes: int = _opt(8 << 20, "largest gRPC message accepted, in bytes")
+    event_loop: str = _opt(
+        "auto",
+        "asyncio event loop: uvloop (auto: when installed) or the standard library's",
+        choices=("auto", "uvloop", "asyncio"),
+    )
     read_threads: int = _opt(4, "threads serving database reads")
     idempotency_window: float = _opt(86400.0, "seconds a request_id's answer is kept for retries")
     # State (versioned documents)

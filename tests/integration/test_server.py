@@ -406,3 +406,27 @@ def test_a_database_from_a_newer_stateward_is_refused(data_dir: Path, tmp_path: 
             migrate.upgrade(db.write_engine)
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("choice", ["auto", "asyncio"])
+def test_serve_runs_on_the_chosen_event_loop(
+    data_dir: Path, process: list[ServerProcess], choice: str
+) -> None:
+    expected = "asyncio" if choice == "asyncio" else "uvloop"
+    if expected == "uvloop":
+        pytest.importorskip("uvloop")
+    server = ServerProcess(
+        free_port(),
+        ["--data-dir", str(data_dir), "--log-level", "INFO", "--log-format", "json"]
+        + ["--event-loop", choice],
+    )
+    process.append(server)
+    server.start()
+    with grpc.insecure_channel(server.target) as channel:  # and it serves
+        lifecycle_pb2_grpc.LifecycleServiceStub(channel).CreateAgent(
+            lifecycle_pb2.CreateAgentRequest(agent_id="on-loop", type="t"), timeout=10
+        )
+    assert server.terminate() == 0
+    lines = [json.loads(line) for line in server.stderr_text().splitlines() if line.strip()]
+    listening = [line for line in lines if line.get("message") == "listening"]
+    assert [line["event_loop"] for line in listening] == [expected]

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
 
 from stateward.server import config
 from stateward.server.config import Settings
+from stateward.server.main import loop_factory
 
 
 def parse_flags(*argv: str) -> argparse.Namespace:
@@ -188,3 +191,27 @@ def test_resolved_urls_default_under_the_data_dir(tmp_path: Path) -> None:
     assert settings.resolved_blob_url == f"file://{tmp_path.resolve() / 'checkpoints'}"
     explicit = Settings(data_dir=str(tmp_path), database_url="postgresql+psycopg://x/y")
     assert explicit.resolved_database_url == "postgresql+psycopg://x/y"
+
+
+def test_event_loop_asyncio_is_the_standard_loop() -> None:
+    loop = loop_factory("asyncio")()
+    try:
+        assert type(loop).__module__.startswith("asyncio.")
+    finally:
+        loop.close()
+
+
+def test_event_loop_uvloop_when_installed_else_a_clear_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    for choice in ("auto", "uvloop"):
+        loop = loop_factory(choice)()
+        try:
+            assert isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    assert loop_factory("auto") is asyncio.new_event_loop
+    with pytest.raises(config.ConfigError, match="uvloop is not installed"):
+        loop_factory("uvloop")
