@@ -15,6 +15,7 @@ import datetime as dt
 import importlib.util
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -637,8 +638,10 @@ class Bench:
         self.report.raw["machine"] = {
             "platform": platform.platform(),
             "python": platform.python_version(),
-            # the servers' loop (stateward serve and the echo ceilings use the same)
-            "event_loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+            # stateward serve's loop; the ceilings run on the default one (same unless overridden)
+            "event_loop": os.environ.get("STATEWARD_EVENT_LOOP", "auto").replace(
+                "auto", "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+            ),
             "loadavg_start": procstat.loadavg(),
             "args": vars(self.args),
         }

@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -269,11 +269,6 @@ class BlobWriter:
         except OSError:  # only a hint: close() fsyncs regardless
             pass
         self._written_back = end
-
-    def write_all(self, chunks: Iterable[bytes | memoryview]) -> None:
-        """``write`` several chunks in order (one worker-thread hop for a batch)."""
-        for chunk in chunks:
-            self.write(chunk)
 
     def close(self) -> None:
         """Finish the temporary blob (flush compression, make it durable)."""

@@ -173,8 +173,11 @@ class _Pump:
         with self.lock:
             self.ended = True
         running = self.running
-        if running is not None and not running.done():
-            await asyncio.wait([running])
+        if running is not None:
+            if not running.done():
+                await asyncio.wait([running])
+            if not running.cancelled():
+                running.exception()  # retrieved: a failure after the consumer left is moot
         close = getattr(self.items, "close", None)
         if close is not None:
             close()

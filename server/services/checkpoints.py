@@ -209,6 +209,10 @@ class CheckpointService:
             await asyncio.gather(asyncio.shield(busy), asyncio.sleep(0.0 if expected else settle))
             busy = None
             if expected and writer.sha256 != expected:
+                # Likely a cancelled client whose cancellation is still on its way (the
+                # stream ended early): give it the settle time, so such a call ends
+                # CANCELLED rather than as DATA_LOSS, a code operators alert on.
+                await asyncio.sleep(settle)
                 raise DataLoss(
                     f"the uploaded payload's sha256 is {writer.sha256}, not the {expected} the "
                     "metadata announced: bytes were lost or changed on the way; nothing was stored"

@@ -327,7 +327,8 @@ def test_file_writes_start_writeback_as_they_go(
     data = os.urandom(10 * 1024)
     key = blob_key("default", "agent", "ckpt_w")
     writer = store.writer()
-    writer.write_all(data[i : i + 1024] for i in range(0, len(data), 1024))
+    for i in range(0, len(data), 1024):
+        writer.write(data[i : i + 1024])
     writer.commit(key)
     assert hinted == [(0, 3 * 1024), (3 * 1024, 3 * 1024), (6 * 1024, 3 * 1024)]
     assert read_all(store, key, data) == data

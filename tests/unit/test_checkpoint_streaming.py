@@ -258,6 +258,29 @@ async def test_a_wrong_announced_sha256_stores_nothing() -> None:
     assert writer.aborted_while_writing is False
 
 
+async def test_a_wrong_announced_sha256_waits_for_a_late_cancellation_first() -> None:
+    # A client that cancels mid-upload ends the request stream like a half-close; the
+    # cancellation comes a moment later and must win over DATA_LOSS.
+    writer, chunks = Writer(), Chunks(4)
+    writer.release.set()
+    receive: Any = service(writer)._receive
+    task = asyncio.create_task(receive("k", "0" * 64, aiter(chunks), 3600.0))
+    for _ in range(1000):
+        if writer.closed:
+            break
+        await asyncio.sleep(0.01)
+    await spin()
+    assert writer.closed and not task.done()  # mismatch found, settling before DATA_LOSS
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(1000):
+        if writer.aborted_while_writing is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.aborted_while_writing is False  # nothing stored
+
+
 async def test_an_announced_sha256_skips_the_wait_for_a_late_cancellation() -> None:
     chunks = Chunks(4)
     expected = hashlib.sha256(chunks.payload()).hexdigest()
