@@ -11,6 +11,14 @@ def run_migrations() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
         raise RuntimeError("run migrations through stateward.storage.migrate")
+    if (
+        connection.dialect.name == "sqlite"
+        and not connection.connection.dbapi_connection.in_transaction
+    ):
+        # pysqlite runs DDL outside any transaction unless one is open, so a migration
+        # that refuses midway (0003's downgrade) would leave the steps before it done
+        # while the revision rolls back. SQLite's DDL is transactional once this is open.
+        connection.exec_driver_sql("BEGIN")
     context.configure(
         connection=connection,
         target_metadata=metadata,

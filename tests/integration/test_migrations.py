@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, delete, insert
+from sqlalchemy import Engine, create_engine, delete, insert, inspect
 
 from stateward.storage import migrate, schema
 
@@ -16,6 +16,11 @@ def _downgrade(engine: Engine, revision: str) -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, revision)
+
+
+def _index_names(engine: Engine) -> set[str]:
+    found = inspect(engine)
+    return {i["name"] for table in found.get_table_names() for i in found.get_indexes(table)}
 
 
 def test_downgrade_below_inline_payloads_refuses_while_any_exist(tmp_path: Path) -> None:
@@ -37,9 +42,11 @@ def test_downgrade_below_inline_payloads_refuses_while_any_exist(tmp_path: Path)
     }
     with engine.begin() as conn:
         conn.execute(insert(schema.checkpoints).values(row))
+    indexes = _index_names(engine)
     with pytest.raises(RuntimeError, match="1 checkpoints keep their payload inline"):
         _downgrade(engine, "0002")
     assert migrate.current_revision(engine) == migrate.head_revision()
+    assert _index_names(engine) == indexes  # the steps before the refusal were undone too
     with engine.begin() as conn:
         conn.execute(delete(schema.checkpoints))
     _downgrade(engine, "0002")

@@ -30,7 +30,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # IF EXISTS: SQLite's driver runs DDL outside the migration's transaction, so a later
-    # step of the same downgrade that refuses (0003's) leaves this drop behind; a retry
-    # must not fail on it.
+    # IF EXISTS: before env.py opened a real transaction on SQLite, a downgrade that 0003
+    # refused left this index dropped at revision 0004; such a database must still downgrade.
     op.drop_index(NAME, table_name="labels", if_exists=True)
