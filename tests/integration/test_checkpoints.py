@@ -271,6 +271,26 @@ def test_upload_protocol_errors(client: Client) -> None:
     assert code_of(bad_hash) == grpc.StatusCode.INVALID_ARGUMENT
     nobody = lambda: client.upload("nobody", [b"x"])  # noqa: E731
     assert code_of(nobody) == grpc.StatusCode.NOT_FOUND
+    # Chunk messages are read by hand: one that does not parse, after good ones, is still
+    # INVALID_ARGUMENT, and its half-written blob goes.
+    raw_upload = client.channel.stream_unary("/stateward.v1.RecoveryService/UploadCheckpoint")
+    for corrupt in (b"\x12\x05ab", b"\xff\xff\xff\xff"):
+        messages = [
+            pb.UploadCheckpointRequest(
+                metadata=pb.UploadCheckpointMetadata(agent_id=agent)
+            ).SerializeToString(),
+            pb.UploadCheckpointRequest(chunk=b"y" * 1024).SerializeToString(),
+            corrupt,
+        ]
+        with pytest.raises(grpc.RpcError) as refused:
+            raw_upload(iter(messages))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "UploadCheckpoint" in (refused.value.details() or "")
+    listed = client.recovery.ListCheckpoints(pb.ListCheckpointsRequest(agent_id=agent))
+    assert list(listed.checkpoints) == []
+    deadline = time.monotonic() + 30
+    while client.keys(temporary=True) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert client.keys(temporary=True) == []
 
 
