@@ -31,8 +31,10 @@ import fsspec
 import zstandard
 from sqlalchemy import Connection, Table, delete, func, select
 
+from stateward.storage import events as event_log
 from stateward.storage import labels as label_rows
 from stateward.storage import schema
+from stateward.storage.records import EventRecord
 
 FORMAT = "stateward-archive/1"
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED")
@@ -89,29 +91,47 @@ def count_children(conn: Connection, namespace: str, run_ids: list[str]) -> tupl
                 .where(t.c.namespace == namespace, t.c.run_id.in_(batch))
             ).scalar_one()
         )
-        events += int(
-            conn.execute(
-                select(func.count())
-                .select_from(e)
-                .where(e.c.namespace == namespace, e.c.run_id.in_(batch))
-            ).scalar_one()
-        )
+        events += _events_of(conn, namespace, batch)
     return tasks, events
+
+
+def _events_of(
+    conn: Connection, namespace: str, run_ids: list[str], up_to: int | None = None
+) -> int:
+    """How many events the given runs have (a packed row holds ``span`` of them)."""
+    query = select(func.coalesce(func.sum(e.c.span), 0)).where(
+        e.c.namespace == namespace, e.c.run_id.in_(run_ids)
+    )
+    if up_to is not None:
+        query = query.where(e.c.sequence <= up_to)
+    return int(conn.execute(query).scalar_one())
 
 
 # -- encoding --------------------------------------------------------------------------------
 def _line(kind: str, table: Table, row: Any) -> dict[str, Any]:
+    return _item(kind, [(column.name, getattr(row, column.name)) for column in table.columns])
+
+
+# An event's line has the events columns a single event's row has (not ``span``): packed
+# rows are written out one event per line, so archives read the same whatever the storage.
+_EVENT_FIELDS = tuple(column.name for column in e.columns if column.name != "span")
+
+
+def _event_line(record: EventRecord) -> dict[str, Any]:
+    return _item("event", [(name, getattr(record, name)) for name in _EVENT_FIELDS])
+
+
+def _item(kind: str, fields: list[tuple[str, Any]]) -> dict[str, Any]:
     item: dict[str, Any] = {"kind": kind}
-    for column in table.columns:
-        value = getattr(row, column.name)
+    for name, value in fields:
         if isinstance(value, (bytes, memoryview)):
             raw = bytes(value)
             try:
-                item[column.name] = raw.decode("utf-8")
+                item[name] = raw.decode("utf-8")
             except UnicodeDecodeError:
-                item[column.name + "_b64"] = base64.b64encode(raw).decode("ascii")
+                item[name + "_b64"] = base64.b64encode(raw).decode("ascii")
         else:
-            item[column.name] = value
+            item[name] = value
     return item
 
 
@@ -204,13 +224,13 @@ def write_archive(
                 select(t).where(t.c.namespace == namespace, t.c.run_id.in_(batch)).order_by(t.c.seq)
             ):
                 tasks.setdefault(row.run_id, []).append(row)
-            events: dict[str, list[Any]] = {}
+            events: dict[str, list[EventRecord]] = {}
             for row in conn.execute(
                 select(e)
                 .where(e.c.namespace == namespace, e.c.run_id.in_(batch))
                 .order_by(e.c.sequence)
             ):
-                events.setdefault(row.run_id, []).append(row)
+                events.setdefault(row.run_id, []).extend(event_log.records_from_row(row))
             for run in runs:
                 emit(_line("run", w, run))
                 summary.runs += 1
@@ -218,7 +238,7 @@ def write_archive(
                     emit(_line("task_run", t, task))
                     summary.task_runs += 1
                 for event in events.get(run.run_id, ()):
-                    emit(_line("event", e, event))
+                    emit(_event_line(event))
                     summary.events += 1
                     summary.max_event_sequence = max(summary.max_event_sequence, event.sequence)
         emit(
@@ -293,15 +313,13 @@ def delete_archived(
     runs = tasks = events = 0
     for start in range(0, len(run_ids), BATCH):
         batch = run_ids[start : start + BATCH]
-        events += int(
-            conn.execute(
-                delete(e).where(
-                    e.c.namespace == namespace,
-                    e.c.run_id.in_(batch),
-                    e.c.sequence <= max_event_sequence,
-                )
-            ).rowcount
-            or 0
+        events += _events_of(conn, namespace, batch, up_to=max_event_sequence)
+        conn.execute(
+            delete(e).where(
+                e.c.namespace == namespace,
+                e.c.run_id.in_(batch),
+                e.c.sequence <= max_event_sequence,
+            )
         )
         tasks += int(
             conn.execute(

@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 
+from stateward.storage import event_packs
 from stateward.storage.errors import StorageUnavailable, translate
 from stateward.storage.sql import Sql, run
 
@@ -73,6 +74,7 @@ class EventDraft:
     run_id: str | None = None
     task_run_id: str | None = None
     client_time: int | None = None
+    span: int = 1  # > 1 only for a packed storage row (see event_packs.py)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -85,13 +87,15 @@ class EventDraft:
             "data": self.data,
             "created_at": self.created_at,
             "client_time": self.client_time,
+            "span": self.span,
         }
 
 
 @dataclass(slots=True)
 class _Batch:
     heads: dict[str, int] = field(default_factory=dict)  # namespace -> last sequence handed out
-    events: list[EventDraft] = field(default_factory=list)
+    events: list[EventDraft] = field(default_factory=list)  # what listeners see: one per event
+    rows: list[EventDraft] = field(default_factory=list)  # what is stored: runs packed
     callbacks: list[Callable[[], None]] = field(default_factory=list)
     outcomes: list[tuple[_Job, Any, BaseException | None]] = field(default_factory=list)
 
@@ -125,6 +129,7 @@ class WriteContext:
         )
         self._batch.heads[namespace] = head + 1
         self._batch.events.append(draft)
+        self._batch.rows.append(draft)
         return draft
 
     def emit_many(self, namespace: str, drafts: list[EventDraft]) -> int:
@@ -140,6 +145,7 @@ class WriteContext:
             draft.sequence = head
         self._batch.heads[namespace] = head
         self._batch.events.extend(drafts)
+        self._batch.rows.extend(_packed_rows(drafts))
         return first
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -385,7 +391,7 @@ class Database:
 
     def _run_careful(self, conn: Connection, batch: _Batch, job: _Job) -> None:
         heads = dict(batch.heads)
-        n_events, n_callbacks = len(batch.events), len(batch.callbacks)
+        n_events, n_rows, n_callbacks = len(batch.events), len(batch.rows), len(batch.callbacks)
         started = time.perf_counter()
         run(conn, _SAVEPOINT)
         try:
@@ -399,6 +405,7 @@ class Database:
             # Give back what the failed write took, so sequences stay gap-free.
             batch.heads = heads
             del batch.events[n_events:]
+            del batch.rows[n_rows:]
             del batch.callbacks[n_callbacks:]
             batch.outcomes.append((job, None, translate(error)))
             return
@@ -406,9 +413,9 @@ class Database:
         self._observe("write", started)
 
     def _flush_events(self, conn: Connection, batch: _Batch) -> None:
-        if not batch.events:
+        if not batch.rows:
             return
-        _insert_events(conn, self.dialect, batch.events)
+        _insert_events(conn, self.dialect, batch.rows)
         for namespace, head in batch.heads.items():
             run(conn, _SET_COUNTER, (head, namespace))
 
@@ -456,12 +463,13 @@ _EVENT_COLUMNS = (
     "data",
     "created_at",
     "client_time",
+    "span",
 )
 # PostgreSQL: one statement whatever the batch size, each column bound as one array.
 _PG_INSERT_EVENTS = (
     f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) SELECT * FROM unnest("
     "%s::varchar[], %s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], "
-    "%s::bytea[], %s::bigint[], %s::bigint[])"
+    "%s::bytea[], %s::bigint[], %s::bigint[], %s::integer[])"
 )
 # SQLite: rows per INSERT, a power of two so that few statement shapes exist (each one is
 # compiled once, ~6 µs a row, then found in sqlite3's statement cache); at most 9
@@ -496,6 +504,10 @@ def _insert_events(conn: Connection, dialect: str, drafts: list[EventDraft]) -> 
         columns = [[getattr(d, name) for d in drafts] for name in _EVENT_COLUMNS]
         conn.exec_driver_sql(_PG_INSERT_EVENTS, tuple(columns))
         return
+    packed = [d for d in drafts if d.span > 1]
+    if packed:
+        _insert_packed(conn, packed)
+        drafts = [d for d in drafts if d.span == 1]
     groups: dict[tuple[str, int], list[EventDraft]] = {}  # (namespace, NULL pattern) -> rows
     for d in drafts:
         key = (
@@ -523,6 +535,68 @@ def _insert_events(conn: Connection, dialect: str, drafts: list[EventDraft]) -> 
                 params += values(d)
                 params.append(bytearray(d.data))
             run(conn, _sqlite_insert_sql(nulls, len(chunk)), params)
+
+
+def _insert_packed(conn: Connection, rows: list[EventDraft]) -> None:
+    """Packed rows are few (about one per write), so plain bound INSERTs do."""
+    for start in range(0, len(rows), 64):
+        chunk = rows[start : start + 64]
+        params: list[Any] = []
+        for d in chunk:
+            params += (d.namespace, d.sequence, d.type, d.agent_id, d.run_id, d.task_run_id)
+            params += (d.data, d.created_at, d.client_time, d.span)
+        run(conn, _packed_insert_sql(len(chunk)), params)
+
+
+@functools.lru_cache(maxsize=64)
+def _packed_insert_sql(rows: int) -> Sql:
+    row = "(" + ",".join("?" * len(_EVENT_COLUMNS)) + ")"
+    return Sql(f"INSERT INTO events ({','.join(_EVENT_COLUMNS)}) VALUES {','.join([row] * rows)}")
+
+
+_KEYS = operator.attrgetter("agent_id", "run_id", "task_run_id")
+_TYPE = operator.attrgetter("type")
+_DATA = operator.attrgetter("data")
+_CLIENT_TIME = operator.attrgetter("client_time")
+
+
+def _packed_rows(drafts: list[EventDraft]) -> list[EventDraft]:
+    """The storage rows of one write's numbered events: each run of consecutive events with
+    the same agent, run and task run (at most ``MAX_SPAN``) becomes one packed row."""
+    if len(drafts) < 2:
+        return drafts
+    keys = list(map(_KEYS, drafts))
+    if keys.count(keys[0]) == len(keys) and len(drafts) <= event_packs.MAX_SPAN:
+        return [_packed_row(drafts)]  # the usual batch: one run, no per-event loop
+    rows: list[EventDraft] = []
+    start = 0
+    for i in range(1, len(drafts) + 1):
+        if i == len(drafts) or keys[i] != keys[start] or i - start == event_packs.MAX_SPAN:
+            events = drafts[start:i]
+            rows.append(events[0] if len(events) == 1 else _packed_row(events))
+            start = i
+    return rows
+
+
+def _packed_row(events: list[EventDraft]) -> EventDraft:
+    first, last = events[0], events[-1]
+    types = list(map(_TYPE, events))
+    uniform = types.count(first.type) == len(types)
+    body = event_packs.pack(
+        list(map(_DATA, events)), None if uniform else types, list(map(_CLIENT_TIME, events))
+    )
+    return EventDraft(
+        first.namespace,
+        last.sequence,
+        first.type if uniform else "",
+        body,
+        first.created_at,
+        first.agent_id,
+        first.run_id,
+        first.task_run_id,
+        None,
+        len(events),
+    )
 
 
 def _sqlite_engine(url: str, synchronous: str, begin: str, echo: bool, pool_size: int) -> Engine:

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.engine import make_url
 
-from stateward.storage import schema
+from stateward.storage import event_packs, schema
 from stateward.storage.records import EventRecord
 from stateward.storage.sql import Sql, run
 
@@ -57,18 +57,38 @@ class EventFilter:
         return not (self.agent_id or self.run_id or self.task_run_id or self.types)
 
 
-def record_from_row(row: Any) -> EventRecord:
-    return EventRecord(
-        row.namespace,
-        row.sequence,
-        row.type,
-        row.data,
-        row.created_at,
-        row.agent_id,
-        row.run_id,
-        row.task_run_id,
-        row.client_time,
-    )
+def records_from_row(row: Any) -> list[EventRecord]:
+    """The events a row holds: itself, or the run of events packed into it."""
+    if row.span == 1:
+        return [
+            EventRecord(
+                row.namespace,
+                row.sequence,
+                row.type,
+                row.data,
+                row.created_at,
+                row.agent_id,
+                row.run_id,
+                row.task_run_id,
+                row.client_time,
+            )
+        ]
+    datas, types, times = event_packs.unpack(row.data, row.span)
+    first = row.sequence - row.span + 1
+    return [
+        EventRecord(
+            row.namespace,
+            first + i,
+            types[i] if types is not None else row.type,
+            data,
+            row.created_at,
+            row.agent_id,
+            row.run_id,
+            row.task_run_id,
+            times[i] if times is not None else None,
+        )
+        for i, data in enumerate(datas)
+    ]
 
 
 def head(conn: Connection, namespace: str) -> int:
@@ -96,25 +116,55 @@ def list_page(
 ) -> list[EventRecord]:
     """Matching events with ``after < sequence [<= up_to]`` in sequence order.
 
-    Each single-column filter rides its (namespace, column, sequence) index.
+    Each single-column filter rides its (namespace, column, sequence) index. A packed row
+    matches the column and time filters as a whole; types and bounds are checked per event,
+    and rows are read until ``limit`` events match or none are left.
     """
-    query = select(e).where(e.c.namespace == namespace, e.c.sequence > after)
+    query = select(e).where(e.c.namespace == namespace)
     if up_to is not None:
-        query = query.where(e.c.sequence <= up_to)
+        query = query.where(*_starts_by(up_to))
     if flt.task_run_id:
         query = query.where(e.c.task_run_id == flt.task_run_id)
     if flt.run_id:
         query = query.where(e.c.run_id == flt.run_id)
     if flt.agent_id:
         query = query.where(e.c.agent_id == flt.agent_id)
-    if flt.types:
-        query = query.where(e.c.type.in_(sorted(flt.types)))
+    if flt.types:  # "": a packed row of mixed types
+        query = query.where(e.c.type.in_(["", *sorted(flt.types)]))
     if start is not None:
         query = query.where(e.c.created_at >= start)
     if end is not None:
         query = query.where(e.c.created_at < end)
-    rows = conn.execute(query.order_by(e.c.sequence).limit(limit))
-    return [record_from_row(row) for row in rows]
+    query = query.order_by(e.c.sequence).limit(limit)
+    out: list[EventRecord] = []
+    position = after
+    while True:
+        rows = conn.execute(query.where(e.c.sequence > position)).all()
+        for row in rows:
+            if row.span == 1:
+                records = records_from_row(row)
+            else:
+                records = [
+                    record
+                    for record in records_from_row(row)
+                    if record.sequence > after and (not flt.types or record.type in flt.types)
+                ]
+            for record in records:
+                if up_to is not None and record.sequence > up_to:
+                    return out
+                out.append(record)
+                if len(out) == limit:
+                    return out
+        if len(rows) < limit:
+            return out
+        position = rows[-1].sequence
+
+
+def _starts_by(up_to: int) -> tuple[Any, Any]:
+    """Rows holding an event at or below ``up_to``: the first condition bounds the index
+    range (a packed row ends at most MAX_SPAN - 1 events after its first), the second is
+    exact. Committed heads never fall inside a row; other bounds may."""
+    return e.c.sequence < up_to + event_packs.MAX_SPAN, e.c.sequence - e.c.span < up_to
 
 
 def catch_up(
@@ -138,10 +188,17 @@ def read_range(conn: Connection, namespace: str, after: int, up_to: int) -> list
     """Every event with ``after < sequence <= up_to`` (committed, so none is missing)."""
     rows = conn.execute(
         select(e)
-        .where(e.c.namespace == namespace, e.c.sequence > after, e.c.sequence <= up_to)
+        .where(e.c.namespace == namespace, e.c.sequence > after, *_starts_by(up_to))
         .order_by(e.c.sequence)
     )
-    return [record_from_row(row) for row in rows]
+    out: list[EventRecord] = []
+    for row in rows:
+        for record in records_from_row(row):
+            if record.sequence > up_to:
+                return out
+            if record.sequence > after:
+                out.append(record)
+    return out
 
 
 # -- appending ---------------------------------------------------------------------------------

@@ -215,6 +215,9 @@ events = Table(
     Column("data", LargeBinary, nullable=False),
     Column("created_at", TIME, nullable=False),
     Column("client_time", TIME),
+    # Events in the row (revision 0005): a packed run of one write's events ends at
+    # ``sequence`` (see event_packs.py); 1 for a single event.
+    Column("span", Integer, nullable=False, server_default="1"),
     # Partial (revision 0002): an event without an agent, run or task run costs no entry
     # in that index; a filter ``column = ?`` or ``IN (...)`` implies NOT NULL, so both
     # databases still pick them.

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from stateward.storage import Database, EventDraft, WriteContext, migrate
+from stateward.storage import Database, EventDraft, WriteContext, event_packs, migrate, schema
 from stateward.storage import events as event_log
+from stateward.storage.events import EventFilter
+from stateward.storage.records import EventRecord
 
 
 @pytest.fixture
@@ -80,3 +84,93 @@ async def test_a_large_batch_is_stored_whole_and_in_order(db: Database) -> None:
     stored = db.read_sync(lambda c: event_log.read_range(c, "ns", 0, 10_000))
     assert [r.sequence for r in stored] == list(range(1, 7001))
     assert [r.run_id for r in stored[:4]] == ["run-0", "run-1", "run-2", "run-0"]
+
+
+# -- packed rows ----------------------------------------------------------------------------------
+def _mixed(now: int) -> list[EventDraft]:
+    """Runs of one write: 5 of run-1 (types and client times vary), a single of run-2,
+    3 of run-2's task, 2 of run-1 again (one type, no client time)."""
+
+    def ev(kind: str, run: str, task: str | None = None, at: int | None = None) -> EventDraft:
+        return EventDraft(
+            "ns", 0, kind, b'{"k": "%s"}' % kind.encode(), now, "agent", run, task, at
+        )
+
+    return [
+        ev("a", "run-1", at=-5),
+        ev("b", "run-1"),
+        ev("a", "run-1", at=2**63 - 1),
+        ev("c", "run-1"),
+        ev("a", "run-1"),
+        ev("a", "run-2"),
+        ev("t", "run-2", "task-1"),
+        ev("t", "run-2", "task-1"),
+        ev("t", "run-2", "task-1"),
+        ev("z", "run-1"),
+        ev("z", "run-1"),
+    ]
+
+
+def _seen(records: list[EventRecord]) -> list[tuple[int, str, bytes, str | None, int | None]]:
+    return [(r.sequence, r.type, r.data, r.task_run_id, r.client_time) for r in records]
+
+
+async def test_runs_of_one_write_are_stored_packed_and_read_back_per_event(db: Database) -> None:
+    def write(ctx: WriteContext) -> list[EventDraft]:
+        ctx.emit("ns", "before", b"{}", agent_id="agent")
+        batch = _mixed(ctx.now)
+        ctx.emit_many("ns", batch)
+        ctx.emit("ns", "after", b"{}", agent_id="agent")
+        return batch
+
+    batch = await db.write(write)
+    expected = [(1, "before", b"{}", None, None)]
+    expected += [(d.sequence, d.type, d.data, d.task_run_id, d.client_time) for d in batch]
+    expected += [(13, "after", b"{}", None, None)]
+    assert _seen(db.read_sync(lambda c: event_log.read_range(c, "ns", 0, 100))) == expected
+    rows = db.read_sync(
+        lambda c: c.execute(select(schema.events.c.span).order_by(schema.events.c.sequence))
+    ).scalars()
+    assert list(rows) == [1, 5, 1, 3, 2, 1]  # a single event stays a plain row
+
+    def page(flt: EventFilter, **bounds: Any) -> list[int]:
+        found = db.read_sync(lambda c: event_log.list_page(c, "ns", flt, **bounds))
+        return [r.sequence for r in found]
+
+    everything = EventFilter()
+    assert page(everything, after=3, limit=100) == list(range(4, 14))  # starts inside a row
+    assert page(everything, after=0, up_to=4, limit=100) == [1, 2, 3, 4]  # ends inside one
+    assert page(everything, after=2, up_to=9, limit=3) == [3, 4, 5]
+    assert page(EventFilter(types=frozenset({"a"})), after=0, limit=100) == [2, 4, 6, 7]
+    assert page(EventFilter(types=frozenset({"a", "z"})), after=4, limit=2) == [6, 7]
+    assert page(EventFilter(types=frozenset({"t"})), after=0, limit=100) == [8, 9, 10]
+    assert page(EventFilter(run_id="run-1"), after=0, limit=100) == [2, 3, 4, 5, 6, 11, 12]
+    assert page(EventFilter(task_run_id="task-1"), after=8, limit=100) == [9, 10]
+    assert page(EventFilter(agent_id="agent"), after=0, limit=100) == list(range(1, 14))
+    # Paging one event at a time walks every row, packed or not, exactly once.
+    walked, after = [], 0
+    while batch_ := page(EventFilter(types=frozenset({"a", "t", "after"})), after=after, limit=1):
+        walked += batch_
+        after = batch_[-1]
+    assert walked == [2, 4, 6, 7, 8, 9, 10, 13]
+    top, position = db.read_sync(lambda c: event_log.catch_up(c, "ns", everything, 10, 100))
+    assert [r.sequence for r in top] == [11, 12, 13] and position == 13
+
+
+async def test_a_long_run_is_split_into_rows_of_at_most_max_span(db: Database) -> None:
+    total = 2 * event_packs.MAX_SPAN + 7
+
+    def write(ctx: WriteContext) -> int:
+        batch = [
+            EventDraft("ns", 0, "tick", b'{"i": %d}' % i, ctx.now, "a", "run", None, None)
+            for i in range(total)
+        ]
+        return ctx.emit_many("ns", batch)
+
+    assert await db.write(write) == 1
+    spans = db.read_sync(
+        lambda c: c.execute(select(schema.events.c.span).order_by(schema.events.c.sequence))
+    ).scalars()
+    assert list(spans) == [event_packs.MAX_SPAN, event_packs.MAX_SPAN, 7]
+    stored = db.read_sync(lambda c: event_log.read_range(c, "ns", 5, total - 3))
+    assert [r.data for r in stored] == [b'{"i": %d}' % i for i in range(5, total - 3)]

@@ -54,3 +54,30 @@ def test_downgrade_below_inline_payloads_refuses_while_any_exist(tmp_path: Path)
     migrate.upgrade(engine)  # and back up again
     assert migrate.current_revision(engine) == migrate.head_revision()
     engine.dispose()
+
+
+def test_downgrade_below_packed_event_rows_refuses_while_any_exist(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrate.upgrade(engine)
+    row = {
+        "namespace": "default",
+        "sequence": 3,
+        "type": "tick",
+        "data": b"packed",
+        "created_at": 1,
+        "span": 3,
+    }
+    with engine.begin() as conn:
+        conn.execute(insert(schema.events).values(row))
+    with pytest.raises(RuntimeError, match="1 event rows hold packed runs"):
+        _downgrade(engine, "0004")
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    with engine.begin() as conn:
+        conn.execute(delete(schema.events))
+        conn.execute(insert(schema.events).values({**row, "span": 1}))
+    _downgrade(engine, "0004")  # single events are what 0004 stores
+    assert migrate.current_revision(engine) == "0004"
+    assert "span" not in {c["name"] for c in inspect(engine).get_columns("events")}
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    engine.dispose()

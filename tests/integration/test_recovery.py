@@ -423,6 +423,11 @@ def archive_and_check(client: Client, url: str, storage_options: dict[str, Any])
         run = start_run(client, agent)
         task = start_task(client, run.run_id, f"t{n}", agent)
         complete(client, task, {"n": n, "big": 2**63 - 1})
+        notes = [
+            ex.NewEvent(type=f"note.{i % 2}", data_json=b'{"i":%d}' % i, run_id=run.run_id)
+            for i in range(4)
+        ]  # stored as one packed row: archived one line per event all the same
+        client.execution.AppendEvents(ex.AppendEventsRequest(events=notes))
         client.execution.CompleteWorkflowRun(
             ex.CompleteWorkflowRunRequest(run_id=run.run_id, result_json=b'"done"')
         )
@@ -433,7 +438,7 @@ def archive_and_check(client: Client, url: str, storage_options: dict[str, Any])
     dry = client.recovery.ArchiveRuns(
         pb.ArchiveRunsRequest(ended_before=cutoff, archive_url=url, dry_run=True)
     )
-    assert (dry.runs, dry.task_runs) == (3, 3) and dry.events >= 9
+    assert (dry.runs, dry.task_runs) == (3, 3) and dry.events >= 9 + 12
     done = client.recovery.ArchiveRuns(pb.ArchiveRunsRequest(ended_before=cutoff, archive_url=url))
     assert (done.archive_url, done.runs, done.task_runs, done.events) == (url, 3, 3, dry.events)
     records = list(read_archive(url, storage_options))
@@ -442,6 +447,12 @@ def archive_and_check(client: Client, url: str, storage_options: dict[str, Any])
     assert kinds.count("run") == 3 and kinds.count("event") == dry.events
     archived_runs = [r for r in records if r["kind"] == "run"]
     assert sorted(r["run_id"] for r in archived_runs) == sorted(finished)
+    events = [r for r in records if r["kind"] == "event"]
+    assert len({r["sequence"] for r in events}) == len(events) and "span" not in events[0]
+    notes = [(r["run_id"], r["type"], r["data"]) for r in events if r["type"].startswith("note.")]
+    assert notes == [
+        (run_id, f"note.{i % 2}", f'{{"i":{i}}}') for run_id in finished for i in range(4)
+    ]
     tasks = [r for r in records if r["kind"] == "task_run"]
     assert json.loads(tasks[0]["result"])["big"] == 2**63 - 1  # documents kept exactly
     for run_id in finished:
