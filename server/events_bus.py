@@ -28,7 +28,7 @@ from typing import Any
 
 from stateward.server import metrics
 from stateward.server.domain.errors import ResourceExhausted, Unavailable
-from stateward.storage import Database, EventDraft
+from stateward.storage import Database, EventDraft, expand
 from stateward.storage import events as event_log
 from stateward.storage.events import EventFilter, HeadNotifier
 
@@ -179,26 +179,26 @@ class EventBus:
             self._ensure_filler(channel)
 
     # -- publishing ------------------------------------------------
-    def _on_commit(self, events: list[EventDraft]) -> None:
-        """Writer thread, after each commit: announce heads, hand events to the loop."""
+    def _on_commit(self, rows: list[EventDraft]) -> None:
+        """Writer thread, after each commit: announce heads, hand the rows to the loop."""
         if self.notifier is not None:
             heads: dict[str, int] = {}
-            for draft in events:
-                heads[draft.namespace] = draft.sequence
+            for row in rows:  # a packed row's sequence is its last event's
+                heads[row.namespace] = row.sequence
             for namespace, head in heads.items():
                 self.notifier.publish(namespace, head)
         loop = self._loop
         if self._channels and loop is not None and not self.closed:
             try:
-                loop.call_soon_threadsafe(self._local, events)
+                loop.call_soon_threadsafe(self._local, rows)
             except RuntimeError:  # the loop is closing
                 pass
 
-    def _local(self, events: list[EventDraft]) -> None:
+    def _local(self, rows: list[EventDraft]) -> None:
         by_namespace: dict[str, list[EventDraft]] = {}
-        for draft in events:
-            if draft.namespace in self._channels:
-                by_namespace.setdefault(draft.namespace, []).append(draft)
+        # Packed rows are expanded only here, and only where someone subscribes.
+        for draft in expand([row for row in rows if row.namespace in self._channels]):
+            by_namespace.setdefault(draft.namespace, []).append(draft)
         for namespace, drafts in by_namespace.items():
             channel = self._channels[namespace]
             channel.known = max(channel.known, drafts[-1].sequence)

@@ -1,6 +1,6 @@
 """Stateward storage: SQLAlchemy Core tables, migrations and the group-committing database."""
 
-from stateward.storage.database import Database, EventDraft, WriteContext, now_us
+from stateward.storage.database import Database, EventDraft, WriteContext, expand, now_us
 from stateward.storage.errors import DuplicateKey, StorageError, StorageFull, StorageUnavailable
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "StorageFull",
     "StorageUnavailable",
     "WriteContext",
+    "expand",
     "now_us",
 ]

@@ -41,7 +41,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -94,8 +94,7 @@ class EventDraft:
 @dataclass(slots=True)
 class _Batch:
     heads: dict[str, int] = field(default_factory=dict)  # namespace -> last sequence handed out
-    events: list[EventDraft] = field(default_factory=list)  # what listeners see: one per event
-    rows: list[EventDraft] = field(default_factory=list)  # what is stored: runs packed
+    rows: list[EventDraft] = field(default_factory=list)  # event rows, some packed (span > 1)
     callbacks: list[Callable[[], None]] = field(default_factory=list)
     outcomes: list[tuple[_Job, Any, BaseException | None]] = field(default_factory=list)
 
@@ -128,7 +127,6 @@ class WriteContext:
             namespace, head + 1, type, data, self.now, agent_id, run_id, task_run_id, client_time
         )
         self._batch.heads[namespace] = head + 1
-        self._batch.events.append(draft)
         self._batch.rows.append(draft)
         return draft
 
@@ -144,9 +142,42 @@ class WriteContext:
             head += 1
             draft.sequence = head
         self._batch.heads[namespace] = head
-        self._batch.events.extend(drafts)
         self._batch.rows.extend(_packed_rows(drafts))
         return first
+
+    def emit_run(
+        self,
+        namespace: str,
+        types: Sequence[str],
+        datas: Sequence[bytes],
+        client_times: Sequence[int | None],
+        *,
+        agent_id: str | None = None,
+        run_id: str | None = None,
+        task_run_id: str | None = None,
+    ) -> int:
+        """Append events that share their owners, given column by column; returns the first
+        one's sequence. The usual AppendEvents batch: stored packed, with no object per
+        event anywhere on the write path."""
+        head = self._batch.heads.get(namespace)
+        if head is None:
+            head = self._lock_counter(namespace)
+        owners = (agent_id, run_id, task_run_id)
+        for start in range(0, len(datas), event_packs.MAX_SPAN):
+            end = min(len(datas), start + event_packs.MAX_SPAN)
+            self._batch.rows.append(
+                _packed_row(
+                    namespace,
+                    head + end,
+                    types[start:end],
+                    datas[start:end],
+                    client_times[start:end],
+                    self.now,
+                    owners,
+                )
+            )
+        self._batch.heads[namespace] = head + len(datas)
+        return head + 1
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the writer thread once the batch has committed."""
@@ -256,7 +287,12 @@ class Database:
         self.engine.dispose()
 
     def on_commit(self, listener: Callable[[list[EventDraft]], None]) -> None:
-        """Call ``listener(events)`` in the writer thread after each commit that emitted events."""
+        """Call ``listener(rows)`` in the writer thread after each commit that emitted events.
+
+        ``rows`` are the committed event rows in sequence order: a packed one (``span`` > 1)
+        holds a run of events, and ``sequence`` is its last; :func:`expand` gives one draft
+        per event to the listeners that need them.
+        """
         self._commit_listeners.append(listener)
 
     # -- reads and writes ----------------------------------------------------------
@@ -346,10 +382,10 @@ class Database:
                 callback()
             except Exception:  # a cache or notifier must never undo a commit
                 log.exception("after-commit callback failed")
-        if batch.events:
+        if batch.rows:
             for listener in self._commit_listeners:
                 try:
-                    listener(batch.events)
+                    listener(batch.rows)
                 except Exception:
                     log.exception("commit listener failed")
         _settle(batch.outcomes)
@@ -391,7 +427,7 @@ class Database:
 
     def _run_careful(self, conn: Connection, batch: _Batch, job: _Job) -> None:
         heads = dict(batch.heads)
-        n_events, n_rows, n_callbacks = len(batch.events), len(batch.rows), len(batch.callbacks)
+        n_rows, n_callbacks = len(batch.rows), len(batch.callbacks)
         started = time.perf_counter()
         run(conn, _SAVEPOINT)
         try:
@@ -404,7 +440,6 @@ class Database:
             run(conn, _RELEASE)
             # Give back what the failed write took, so sequences stay gap-free.
             batch.heads = heads
-            del batch.events[n_events:]
             del batch.rows[n_rows:]
             del batch.callbacks[n_callbacks:]
             batch.outcomes.append((job, None, translate(error)))
@@ -566,37 +601,75 @@ def _packed_rows(drafts: list[EventDraft]) -> list[EventDraft]:
     if len(drafts) < 2:
         return drafts
     keys = list(map(_KEYS, drafts))
-    if keys.count(keys[0]) == len(keys) and len(drafts) <= event_packs.MAX_SPAN:
-        return [_packed_row(drafts)]  # the usual batch: one run, no per-event loop
     rows: list[EventDraft] = []
     start = 0
     for i in range(1, len(drafts) + 1):
         if i == len(drafts) or keys[i] != keys[start] or i - start == event_packs.MAX_SPAN:
             events = drafts[start:i]
-            rows.append(events[0] if len(events) == 1 else _packed_row(events))
+            rows.append(
+                events[0]
+                if len(events) == 1
+                else _packed_row(
+                    events[0].namespace,
+                    events[-1].sequence,
+                    list(map(_TYPE, events)),
+                    list(map(_DATA, events)),
+                    list(map(_CLIENT_TIME, events)),
+                    events[0].created_at,
+                    keys[start],
+                )
+            )
             start = i
     return rows
 
 
-def _packed_row(events: list[EventDraft]) -> EventDraft:
-    first, last = events[0], events[-1]
-    types = list(map(_TYPE, events))
-    uniform = types.count(first.type) == len(types)
-    body = event_packs.pack(
-        list(map(_DATA, events)), None if uniform else types, list(map(_CLIENT_TIME, events))
-    )
+def _packed_row(
+    namespace: str,
+    last: int,
+    types: Sequence[str],
+    datas: Sequence[bytes],
+    client_times: Sequence[int | None],
+    created_at: int,
+    owners: tuple[str | None, str | None, str | None],
+) -> EventDraft:
+    """The row of events ``last - len(datas) + 1 .. last`` (a plain one for a single event)."""
+    agent_id, run_id, task_run_id = owners
+    if len(datas) == 1:
+        return EventDraft(namespace, last, types[0], datas[0], created_at, *owners, client_times[0])
+    uniform = types.count(types[0]) == len(types)
+    body = event_packs.pack(datas, None if uniform else types, client_times)
+    kind = types[0] if uniform else ""
     return EventDraft(
-        first.namespace,
-        last.sequence,
-        first.type if uniform else "",
-        body,
-        first.created_at,
-        first.agent_id,
-        first.run_id,
-        first.task_run_id,
-        None,
-        len(events),
+        namespace, last, kind, body, created_at, agent_id, run_id, task_run_id, None, len(datas)
     )
+
+
+def expand(rows: list[EventDraft]) -> list[EventDraft]:
+    """One draft per event of committed rows (for listeners that look at each event)."""
+    if all(row.span == 1 for row in rows):
+        return rows
+    out: list[EventDraft] = []
+    for row in rows:
+        if row.span == 1:
+            out.append(row)
+            continue
+        datas, types, times = event_packs.unpack(row.data, row.span)
+        first = row.sequence - row.span + 1
+        for i, data in enumerate(datas):
+            out.append(
+                EventDraft(
+                    row.namespace,
+                    first + i,
+                    types[i] if types is not None else row.type,
+                    data,
+                    row.created_at,
+                    row.agent_id,
+                    row.run_id,
+                    row.task_run_id,
+                    times[i] if times is not None else None,
+                )
+            )
+    return out
 
 
 def _sqlite_engine(url: str, synchronous: str, begin: str, echo: bool, pool_size: int) -> Engine:

@@ -44,7 +44,7 @@ from stateward.server.domain.errors import (
 )
 from stateward.server.domain.lifecycle import Status
 from stateward.server.services.idempotency import Replay, Stored, guarded
-from stateward.storage import Database, EventDraft, WriteContext
+from stateward.storage import Database, EventDraft, WriteContext, expand
 from stateward.storage import idempotency as answers
 from stateward.storage import states as rows
 from stateward.storage.states import StateHead, StateRecord
@@ -645,12 +645,13 @@ class StateService:
         return write
 
     # -- cache coherence with writes made elsewhere ------------------------------------
-    def on_commit(self, events: list[EventDraft]) -> None:
+    def on_commit(self, rows: list[EventDraft]) -> None:
         """Drop cached states that a commit changed outside this service (writer thread):
         the agent was deleted or terminated, or another module wrote a version."""
-        if not any(map(_may_stale, set(map(_TYPE, events)))):
+        types = set(map(_TYPE, rows))  # "": a packed row of mixed types, looked into
+        if not any(map(_may_stale, types)) and "" not in types:
             return  # the usual batch (appended events, own saves): one C pass over the types
-        for event in events:
+        for event in expand(rows):
             if event.agent_id is None:
                 continue
             if (

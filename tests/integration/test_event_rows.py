@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from stateward.storage import Database, EventDraft, WriteContext, event_packs, migrate, schema
+from stateward.storage import (
+    Database,
+    EventDraft,
+    WriteContext,
+    event_packs,
+    expand,
+    migrate,
+    schema,
+)
 from stateward.storage import events as event_log
 from stateward.storage.events import EventFilter
 from stateward.storage.records import EventRecord
@@ -174,3 +182,35 @@ async def test_a_long_run_is_split_into_rows_of_at_most_max_span(db: Database) -
     assert list(spans) == [event_packs.MAX_SPAN, event_packs.MAX_SPAN, 7]
     stored = db.read_sync(lambda c: event_log.read_range(c, "ns", 5, total - 3))
     assert [r.data for r in stored] == [b'{"i": %d}' % i for i in range(5, total - 3)]
+
+
+async def test_emit_run_stores_columns_packed_and_listeners_can_expand_them(db: Database) -> None:
+    committed: list[list[EventDraft]] = []
+    db.on_commit(committed.append)
+    total = event_packs.MAX_SPAN + 2
+    types = [f"t{i % 3}" for i in range(total)]
+    datas = [b'{"i": %d}' % i for i in range(total)]
+    times = [None] * (total - 1) + [7]
+
+    def write(ctx: WriteContext) -> tuple[int, int]:
+        ctx.emit("ns", "first", b"{}")
+        many = ctx.emit_run("ns", types, datas, times, agent_id="a", run_id="r")
+        one = ctx.emit_run("ns", ["solo"], [b"{}"], [3], run_id="r")
+        return many, one
+
+    assert await db.write(write) == (2, total + 2)
+    rows = committed[0]
+    assert [(row.sequence, row.span) for row in rows] == [
+        (1, 1),
+        (event_packs.MAX_SPAN + 1, event_packs.MAX_SPAN),
+        (total + 1, 2),
+        (total + 2, 1),
+    ]
+    expected = [(1, "first", b"{}", None, None)]
+    expected += [(i + 2, types[i], datas[i], "r", times[i]) for i in range(total)]
+    expected += [(total + 2, "solo", b"{}", "r", 3)]
+    expanded = expand(rows)
+    assert [(d.sequence, d.type, d.data, d.run_id, d.client_time) for d in expanded] == expected
+    stored = db.read_sync(lambda c: event_log.read_range(c, "ns", 0, total + 2))
+    assert [(r.sequence, r.type, r.data, r.run_id, r.client_time) for r in stored] == expected
+    assert {r.agent_id for r in stored[1:-1]} == {"a"} and stored[-1].agent_id is None
