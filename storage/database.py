@@ -163,8 +163,8 @@ class WriteContext:
         if head is None:
             head = self._lock_counter(namespace)
         owners = (agent_id, run_id, task_run_id)
-        for start in range(0, len(datas), event_packs.MAX_SPAN):
-            end = min(len(datas), start + event_packs.MAX_SPAN)
+        start = 0
+        for end in event_packs.cuts(datas):
             self._batch.rows.append(
                 _packed_row(
                     namespace,
@@ -176,6 +176,7 @@ class WriteContext:
                     owners,
                 )
             )
+            start = end
         self._batch.heads[namespace] = head + len(datas)
         return head + 1
 
@@ -597,29 +598,32 @@ _CLIENT_TIME = operator.attrgetter("client_time")
 
 def _packed_rows(drafts: list[EventDraft]) -> list[EventDraft]:
     """The storage rows of one write's numbered events: each run of consecutive events with
-    the same agent, run and task run (at most ``MAX_SPAN``) becomes one packed row."""
+    the same agent, run and task run becomes packed rows (split by ``event_packs.cuts``)."""
     if len(drafts) < 2:
         return drafts
     keys = list(map(_KEYS, drafts))
     rows: list[EventDraft] = []
     start = 0
     for i in range(1, len(drafts) + 1):
-        if i == len(drafts) or keys[i] != keys[start] or i - start == event_packs.MAX_SPAN:
-            events = drafts[start:i]
+        if i < len(drafts) and keys[i] == keys[start]:
+            continue
+        events = drafts[start:i]
+        datas = list(map(_DATA, events))
+        first = 0
+        for end in event_packs.cuts(datas):
             rows.append(
-                events[0]
-                if len(events) == 1
-                else _packed_row(
+                _packed_row(
                     events[0].namespace,
-                    events[-1].sequence,
-                    list(map(_TYPE, events)),
-                    list(map(_DATA, events)),
-                    list(map(_CLIENT_TIME, events)),
+                    events[end - 1].sequence,
+                    list(map(_TYPE, events[first:end])),
+                    datas[first:end],
+                    list(map(_CLIENT_TIME, events[first:end])),
                     events[0].created_at,
                     keys[start],
                 )
             )
-            start = i
+            first = end
+        start = i
     return rows
 
 

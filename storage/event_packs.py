@@ -24,10 +24,14 @@ from __future__ import annotations
 
 import sys
 from array import array
+from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
 
 MAX_SPAN = 1000  # events in one row: bounds how far before ``sequence`` a row reaches
+# Payload bytes in one packed row, as for a single event: a page of N rows (ListEvents
+# fetches rows) then costs at most what N single events could.
+MAX_BYTES = 64 * 1024
 NO_TIME = -(2**63)
 _TYPES = 1
 _TIMES = 2
@@ -50,8 +54,30 @@ def _decode(code: str, raw: bytes) -> array[int]:
     return out
 
 
+def cuts(datas: Sequence[bytes]) -> list[int]:
+    """Where to split a run of payloads into rows: each end index, so that a row holds at
+    most ``MAX_SPAN`` events and ``MAX_BYTES`` of payload (or one larger event)."""
+    totals = list(accumulate(map(len, datas)))
+    ends: list[int] = []
+    start = done = 0
+    while start < len(datas):
+        end = bisect_right(totals, done + MAX_BYTES, start, min(len(datas), start + MAX_SPAN))
+        end = max(end, start + 1)
+        ends.append(end)
+        done, start = totals[end - 1], end
+    return ends
+
+
 def pack(datas: Sequence[bytes], types: Sequence[str] | None, times: Sequence[int | None]) -> bytes:
-    """The body of a packed row; ``types`` is None when the row's type column says it."""
+    """The body of a packed row; ``types`` is None when the row's type column says it.
+
+    Raises ValueError for what the body cannot hold: a type with a newline, or a client
+    time of exactly ``NO_TIME`` (AppendEvents' validation lets neither through).
+    """
+    if types is not None and any("\n" in t for t in types):
+        raise ValueError("an event type in a packed row must not contain a newline")
+    if NO_TIME in times:
+        raise ValueError("a client time in a packed row must not be -2**63")
     timed = any(t is not None for t in times)
     flags = (_TYPES if types is not None else 0) | (_TIMES if timed else 0)
     parts = [_encode("I", [flags]), _encode("I", list(map(len, datas)))]

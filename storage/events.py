@@ -32,6 +32,7 @@ n = schema.namespaces
 log = logging.getLogger(__name__)
 
 CHANNEL = "stateward_events"
+_MIN_ROWS = 16  # rows a page query asks for at least (a packed row may match no event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,29 +136,29 @@ def list_page(
         query = query.where(e.c.created_at >= start)
     if end is not None:
         query = query.where(e.c.created_at < end)
-    query = query.order_by(e.c.sequence).limit(limit)
+    if limit < 1:
+        return []
+    # Rows are read lazily (SQLite steps them one by one); a page of single events still
+    # takes one query, and a type filter rows cannot apply takes few.
+    query = query.order_by(e.c.sequence).limit(max(limit, _MIN_ROWS))
     out: list[EventRecord] = []
     position = after
     while True:
-        rows = conn.execute(query.where(e.c.sequence > position)).all()
-        for row in rows:
-            if row.span == 1:
-                records = records_from_row(row)
-            else:
-                records = [
-                    record
-                    for record in records_from_row(row)
-                    if record.sequence > after and (not flt.types or record.type in flt.types)
-                ]
-            for record in records:
-                if up_to is not None and record.sequence > up_to:
-                    return out
-                out.append(record)
-                if len(out) == limit:
-                    return out
-        if len(rows) < limit:
+        rows = 0
+        with conn.execute(query.where(e.c.sequence > position)) as result:
+            for row in result:
+                rows += 1
+                position = row.sequence
+                for record in records_from_row(row):
+                    if record.sequence <= after or (flt.types and record.type not in flt.types):
+                        continue
+                    if up_to is not None and record.sequence > up_to:
+                        return out
+                    out.append(record)
+                    if len(out) == limit:
+                        return out
+        if rows < max(limit, _MIN_ROWS):
             return out
-        position = rows[-1].sequence
 
 
 def _starts_by(up_to: int) -> tuple[Any, Any]:

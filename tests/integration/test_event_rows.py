@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -214,3 +217,111 @@ async def test_emit_run_stores_columns_packed_and_listeners_can_expand_them(db: 
     stored = db.read_sync(lambda c: event_log.read_range(c, "ns", 0, total + 2))
     assert [(r.sequence, r.type, r.data, r.run_id, r.client_time) for r in stored] == expected
     assert {r.agent_id for r in stored[1:-1]} == {"a"} and stored[-1].agent_id is None
+
+
+# -- a randomised model: packed or not, reads see exactly the per-event log --------------------
+OWNERS = [(None, None, None), ("ag", "r1", None), ("ag", "r2", None), ("ag", "r2", "t1")]
+
+
+def _random_job(rng: random.Random, ns: str) -> tuple[Callable[[WriteContext], None], list[Any]]:
+    """A write of random events (some big enough to split rows) and the model's copy."""
+    events = []
+    for _ in range(rng.randrange(1, 40)):
+        owners = rng.choice(OWNERS) if not events or rng.random() < 0.3 else events[-1][3]
+        size = rng.choice([2, 30, 5000, 40_000])
+        data = b'"%s"' % (b"x" * size)
+        at = rng.choice([None, None, rng.randrange(-(10**15), 10**15)])
+        events.append([rng.choice("abc"), data, at, owners])
+    how = rng.choice(["many", "singles", "run"])
+    fail = rng.random() < 0.2
+
+    def job(ctx: WriteContext) -> None:
+        if how == "run":
+            owners = events[0][3]
+            for event in events:
+                event[3] = owners
+            agent, run_id, task = owners
+            columns = [[ev[i] for ev in events] for i in range(3)]
+            ctx.emit_run(ns, *columns, agent_id=agent, run_id=run_id, task_run_id=task)
+        elif how == "many":
+            drafts = [EventDraft(ns, 0, t, d, ctx.now, *o, at) for t, d, at, o in events]
+            ctx.emit_many(ns, drafts)
+        else:
+            for t, d, at, (agent, run_id, task) in events:
+                ctx.emit(ns, t, d, agent_id=agent, run_id=run_id, task_run_id=task, client_time=at)
+        if fail:
+            raise ValueError("refused")
+
+    return job, [] if fail else events
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_reads_match_a_per_event_model(db: Database, seed: int) -> None:
+    rng = random.Random(seed)
+    model: list[tuple[int, str, bytes, int | None, tuple[Any, ...]]] = []
+    for _ in range(6):
+        jobs = [_random_job(rng, "ns") for _ in range(rng.randrange(1, 5))]
+        results = await asyncio.gather(*(db.write(job) for job, _ in jobs), return_exceptions=True)
+        for (_, events), result in zip(jobs, results, strict=True):
+            assert result is None if events else isinstance(result, ValueError)
+            for t, d, at, owners in events:
+                model.append((len(model) + 1, t, d, at, owners))
+
+    def seen(records: list[EventRecord]) -> list[tuple[Any, ...]]:
+        return [
+            (r.sequence, r.type, r.data, r.client_time, (r.agent_id, r.run_id, r.task_run_id))
+            for r in records
+        ]
+
+    top = len(model)
+    assert seen(db.read_sync(lambda c: event_log.read_range(c, "ns", 0, top))) == model
+    for _ in range(60):
+        after, up_to = sorted(rng.randrange(0, top + 2) for _ in range(2))
+        types = frozenset(rng.sample("abc", rng.randrange(0, 3)))
+        owner = rng.choice(OWNERS[1:])
+        flt = rng.choice(
+            [EventFilter(types=types), EventFilter(agent_id="ag", types=types)]
+            + [EventFilter(run_id=owner[1]), EventFilter(task_run_id="t1", types=types)]
+        )
+        limit = rng.choice([1, 2, 7, 50])
+        bounded = rng.random() < 0.5
+
+        page = functools.partial(
+            event_log.list_page,
+            namespace="ns",
+            flt=flt,
+            after=after,
+            up_to=up_to if bounded else None,
+            limit=limit,
+        )
+        expected = [
+            m
+            for m in model
+            if after < m[0]
+            and (not bounded or m[0] <= up_to)
+            and (not flt.types or m[1] in flt.types)
+            and (not flt.agent_id or m[4][0] == flt.agent_id)
+            and (not flt.run_id or m[4][1] == flt.run_id)
+            and (not flt.task_run_id or m[4][2] == flt.task_run_id)
+        ][:limit]
+        assert seen(db.read_sync(page)) == expected
+        ranged = db.read_sync(
+            functools.partial(event_log.read_range, namespace="ns", after=after, up_to=up_to)
+        )
+        assert seen(ranged) == [m for m in model if after < m[0] <= up_to]
+
+
+async def test_a_packed_row_holds_at_most_max_bytes_of_payload(db: Database) -> None:
+    data = b'"%s"' % (b"x" * 1000)
+    count = 3 * event_packs.MAX_BYTES // len(data)
+
+    def write(ctx: WriteContext) -> int:
+        return ctx.emit_run("ns", ["t"] * count, [data] * count, [None] * count, run_id="r")
+
+    assert await db.write(write) == 1
+    spans = db.read_sync(lambda c: list(c.execute(select(schema.events.c.span)).scalars()))
+    assert len(spans) == 4 and sum(spans) == count
+    assert max(spans) * len(data) <= event_packs.MAX_BYTES
+    assert (
+        db.read_sync(lambda c: event_log.list_page(c, "ns", EventFilter(), after=0, limit=0)) == []
+    )

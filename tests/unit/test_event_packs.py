@@ -33,3 +33,23 @@ def test_a_damaged_body_is_refused(cut: int) -> None:
         event_packs.unpack(body[:cut] if cut > 0 else body + b"!", 3)
     with pytest.raises(ValueError, match="malformed"):
         event_packs.unpack(body, 2)  # not the span it was packed with
+
+
+@given(st.lists(st.integers(0, 3 * event_packs.MAX_BYTES // 2), min_size=1, max_size=2500))
+def test_cuts_cover_every_event_within_the_row_bounds(sizes: list[int]) -> None:
+    datas = [b"x" * size for size in sizes]
+    ends = event_packs.cuts(datas)
+    starts = [0, *ends[:-1]]
+    assert ends[-1] == len(datas) and all(a < b for a, b in zip(starts, ends, strict=True))
+    for start, end in zip(starts, ends, strict=True):
+        assert end - start <= event_packs.MAX_SPAN
+        assert end - start == 1 or sum(sizes[start:end]) <= event_packs.MAX_BYTES
+        if end < len(datas) and end - start < event_packs.MAX_SPAN:  # no room for the next
+            assert sum(sizes[start : end + 1]) > event_packs.MAX_BYTES
+
+
+def test_what_a_body_cannot_hold_is_refused() -> None:
+    with pytest.raises(ValueError, match="newline"):
+        event_packs.pack([b"{}", b"{}"], ["a", "b\nc"], [None, None])
+    with pytest.raises(ValueError, match="-2"):
+        event_packs.pack([b"{}", b"{}"], None, [event_packs.NO_TIME, None])
