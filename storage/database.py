@@ -656,23 +656,8 @@ def expand(rows: list[EventDraft]) -> list[EventDraft]:
     for row in rows:
         if row.span == 1:
             out.append(row)
-            continue
-        datas, types, times = event_packs.unpack(row.data, row.span)
-        first = row.sequence - row.span + 1
-        for i, data in enumerate(datas):
-            out.append(
-                EventDraft(
-                    row.namespace,
-                    first + i,
-                    types[i] if types is not None else row.type,
-                    data,
-                    row.created_at,
-                    row.agent_id,
-                    row.run_id,
-                    row.task_run_id,
-                    times[i] if times is not None else None,
-                )
-            )
+        else:
+            out += (EventDraft(*fields) for fields in event_packs.events_of(row))
     return out
 
 

@@ -27,6 +27,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
+from typing import Any
 
 MAX_SPAN = 1000  # events in one row: bounds how far before ``sequence`` a row reaches
 # Payload bytes in one packed row, as for a single event: a page of N rows (ListEvents
@@ -101,9 +102,28 @@ def unpack(body: bytes, span: int) -> Unpacked:
         raise ValueError(f"a packed event row of {span} events is malformed") from error
 
 
-def _unpack(
-    body: bytes, span: int
-) -> tuple[list[bytes], list[str] | None, list[int | None] | None]:
+def events_of(row: Any) -> list[tuple[Any, ...]]:
+    """Each event of a packed row, as the fields EventRecord and EventDraft share (namespace,
+    sequence, type, data, created_at, agent_id, run_id, task_run_id, client_time)."""
+    datas, types, times = unpack(row.data, row.span)
+    first = row.sequence - row.span + 1
+    return [
+        (
+            row.namespace,
+            first + i,
+            types[i] if types is not None else row.type,
+            data,
+            row.created_at,
+            row.agent_id,
+            row.run_id,
+            row.task_run_id,
+            times[i] if times is not None else None,
+        )
+        for i, data in enumerate(datas)
+    ]
+
+
+def _unpack(body: bytes, span: int) -> Unpacked:
     flags = _decode("I", body[:4])[0]
     at = 4 + 4 * span
     lengths = _decode("I", body[4:at])

@@ -74,22 +74,7 @@ def records_from_row(row: Any) -> list[EventRecord]:
                 row.client_time,
             )
         ]
-    datas, types, times = event_packs.unpack(row.data, row.span)
-    first = row.sequence - row.span + 1
-    return [
-        EventRecord(
-            row.namespace,
-            first + i,
-            types[i] if types is not None else row.type,
-            data,
-            row.created_at,
-            row.agent_id,
-            row.run_id,
-            row.task_run_id,
-            times[i] if times is not None else None,
-        )
-        for i, data in enumerate(datas)
-    ]
+    return [EventRecord(*fields) for fields in event_packs.events_of(row)]
 
 
 def head(conn: Connection, namespace: str) -> int:
