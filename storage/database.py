@@ -253,15 +253,21 @@ class Database:
             self.engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN", echo, read_threads)
             self.write_engine = _sqlite_engine(url, sqlite_synchronous, "BEGIN IMMEDIATE", echo, 1)
         else:
+            # Reads at READ COMMITTED see one snapshot per statement with or without a
+            # transaction around them, so they run in autocommit: no BEGIN and ROLLBACK
+            # round trips around each read.
             self.engine = create_engine(
                 url,
                 echo=echo,
-                pool_size=read_threads + 1,
+                pool_size=read_threads,
                 max_overflow=4,
                 pool_pre_ping=False,
                 pool_recycle=3600,
+                isolation_level="AUTOCOMMIT",
             )
-            self.write_engine = self.engine
+            self.write_engine = create_engine(
+                url, echo=echo, pool_size=1, max_overflow=4, pool_recycle=3600
+            )
         self._reads = concurrent.futures.ThreadPoolExecutor(read_threads, "stateward-read")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
