@@ -24,7 +24,7 @@ import json
 import os
 import posixpath
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import fsspec
@@ -59,7 +59,10 @@ class ArchiveSummary:
     runs: int = 0
     task_runs: int = 0
     events: int = 0
-    max_event_sequence: int = 0
+    # Each run's newest archived event: deletion stops there, per run. On PostgreSQL the
+    # archive reads one batch of runs per statement, so an event appended to an early run
+    # meanwhile may be older than what a later batch read, and is not in the archive.
+    last_events: dict[str, int] = field(default_factory=dict)
     sha256: str = ""
 
 
@@ -185,7 +188,8 @@ def write_archive(
     now: int,
     storage_options: dict[str, Any] | None = None,
 ) -> ArchiveSummary:
-    """Stream the runs (with task runs and events) to ``url``; one read snapshot (``conn``).
+    """Stream the runs (with task runs and events) to ``url``, reading through ``conn`` (one
+    snapshot on SQLite; one per statement on PostgreSQL, see ``ArchiveSummary.last_events``).
 
     Memory stays bounded by one batch of runs. Refuses to overwrite an existing file.
     """
@@ -240,7 +244,7 @@ def write_archive(
                 for event in events.get(run.run_id, ()):
                     emit(_event_line(event))
                     summary.events += 1
-                    summary.max_event_sequence = max(summary.max_event_sequence, event.sequence)
+                    summary.last_events[run.run_id] = event.sequence
         emit(
             {
                 "kind": "trailer",
@@ -305,22 +309,25 @@ def read_archive(
 
 # -- deleting --------------------------------------------------------------------------------
 def delete_archived(
-    conn: Connection, namespace: str, run_ids: list[str], max_event_sequence: int
+    conn: Connection, namespace: str, run_ids: list[str], last_events: dict[str, int]
 ) -> tuple[int, int, int]:
-    """Delete the archived runs, their task runs, and their events up to the newest one
-    archived (an event appended to a finished run after the snapshot stays). Only runs
-    still finished are touched. Returns (runs, task runs, events) deleted."""
+    """Delete the archived runs, their task runs, and each run's events up to the newest one
+    archived for it (an event appended to a finished run after it was read stays). Only
+    runs still finished are touched. Returns (runs, task runs, events) deleted."""
     runs = tasks = events = 0
     for start in range(0, len(run_ids), BATCH):
         batch = run_ids[start : start + BATCH]
-        events += _events_of(conn, namespace, batch, up_to=max_event_sequence)
-        conn.execute(
-            delete(e).where(
-                e.c.namespace == namespace,
-                e.c.run_id.in_(batch),
-                e.c.sequence <= max_event_sequence,
+        by_last: dict[int, list[str]] = {}
+        for run_id in batch:
+            if run_id in last_events:
+                by_last.setdefault(last_events[run_id], []).append(run_id)
+        for last, owners in by_last.items():
+            events += _events_of(conn, namespace, owners, up_to=last)
+            conn.execute(
+                delete(e).where(
+                    e.c.namespace == namespace, e.c.run_id.in_(owners), e.c.sequence <= last
+                )
             )
-        )
         tasks += int(
             conn.execute(
                 delete(t).where(t.c.namespace == namespace, t.c.run_id.in_(batch))

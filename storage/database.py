@@ -132,8 +132,8 @@ class WriteContext:
 
     def emit_many(self, namespace: str, drafts: list[EventDraft]) -> int:
         """Append events of one namespace built by the caller (``sequence`` unset) in order,
-        numbering them; returns the first one's sequence. For batches: one call, not one
-        :meth:`emit` per event."""
+        numbering them; returns the first one's sequence. For batches of client events
+        (stored packed, see :meth:`emit_run`): one call, not one :meth:`emit` per event."""
         head = self._batch.heads.get(namespace)
         if head is None:
             head = self._lock_counter(namespace)
@@ -158,13 +158,14 @@ class WriteContext:
     ) -> int:
         """Append events that share their owners, given column by column; returns the first
         one's sequence. The usual AppendEvents batch: stored packed, with no object per
-        event anywhere on the write path."""
+        event anywhere on the write path. Packed rows hold client events only: commit
+        listeners rely on their types never being system types."""
         head = self._batch.heads.get(namespace)
         if head is None:
             head = self._lock_counter(namespace)
         owners = (agent_id, run_id, task_run_id)
         start = 0
-        for end in event_packs.cuts(datas):
+        for end in event_packs.cuts(datas, types):
             self._batch.rows.append(
                 _packed_row(
                     namespace,
@@ -614,14 +615,14 @@ def _packed_rows(drafts: list[EventDraft]) -> list[EventDraft]:
         if i < len(drafts) and keys[i] == keys[start]:
             continue
         events = drafts[start:i]
-        datas = list(map(_DATA, events))
+        datas, types = list(map(_DATA, events)), list(map(_TYPE, events))
         first = 0
-        for end in event_packs.cuts(datas):
+        for end in event_packs.cuts(datas, types):
             rows.append(
                 _packed_row(
                     events[0].namespace,
                     events[end - 1].sequence,
-                    list(map(_TYPE, events[first:end])),
+                    types[first:end],
                     datas[first:end],
                     list(map(_CLIENT_TIME, events[first:end])),
                     events[0].created_at,

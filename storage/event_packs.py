@@ -26,13 +26,15 @@ import sys
 from array import array
 from bisect import bisect_right
 from collections.abc import Sequence
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import add
 from typing import Any
 
 MAX_SPAN = 1000  # events in one row: bounds how far before ``sequence`` a row reaches
 # Payload bytes in one packed row, as for a single event: a page of N rows (ListEvents
 # fetches rows) then costs at most what N single events could.
 MAX_BYTES = 64 * 1024
+_PER_EVENT = 13
 NO_TIME = -(2**63)
 _TYPES = 1
 _TIMES = 2
@@ -55,10 +57,13 @@ def _decode(code: str, raw: bytes) -> array[int]:
     return out
 
 
-def cuts(datas: Sequence[bytes]) -> list[int]:
-    """Where to split a run of payloads into rows: each end index, so that a row holds at
-    most ``MAX_SPAN`` events and ``MAX_BYTES`` of payload (or one larger event)."""
-    totals = list(accumulate(map(len, datas)))
+def cuts(datas: Sequence[bytes], types: Sequence[str]) -> list[int]:
+    """Where to split a run of events into rows: each end index, so that a row holds at
+    most ``MAX_SPAN`` events and weighs at most ``MAX_BYTES`` (or holds one heavier event).
+    An event weighs its payload, its type and the 12 bytes of length and client time it may
+    take in the body, plus the newline between types."""
+    weights = map(add, map(len, datas), map(len, types))
+    totals = list(accumulate(map(add, weights, repeat(_PER_EVENT))))
     ends: list[int] = []
     start = done = 0
     while start < len(datas):

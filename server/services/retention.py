@@ -282,7 +282,7 @@ class RetentionService:
             raise translate(error, "write the run archive") from error
         deleted = await self.db.write(
             lambda ctx: archives.delete_archived(
-                ctx.conn, namespace, summary.run_ids, summary.max_event_sequence
+                ctx.conn, namespace, summary.run_ids, summary.last_events
             )
         )
         _ARCHIVED.inc(deleted[0])

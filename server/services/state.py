@@ -44,7 +44,7 @@ from stateward.server.domain.errors import (
 )
 from stateward.server.domain.lifecycle import Status
 from stateward.server.services.idempotency import Replay, Stored, guarded
-from stateward.storage import Database, EventDraft, WriteContext, expand
+from stateward.storage import Database, EventDraft, WriteContext
 from stateward.storage import idempotency as answers
 from stateward.storage import states as rows
 from stateward.storage.states import StateHead, StateRecord
@@ -648,10 +648,11 @@ class StateService:
     def on_commit(self, rows: list[EventDraft]) -> None:
         """Drop cached states that a commit changed outside this service (writer thread):
         the agent was deleted or terminated, or another module wrote a version."""
-        types = set(map(_TYPE, rows))  # "": a packed row of mixed types, looked into
-        if not any(map(_may_stale, types)) and "" not in types:
+        # A packed row (span > 1) holds AppendEvents' client events, whose types never use
+        # the system prefixes: only single rows can make a state stale, and they are whole.
+        if not any(map(_may_stale, set(map(_TYPE, rows)))):
             return  # the usual batch (appended events, own saves): one C pass over the types
-        for event in expand(rows):
+        for event in rows:
             if event.agent_id is None:
                 continue
             if (

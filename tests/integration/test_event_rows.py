@@ -16,6 +16,7 @@ from stateward.storage import (
     Database,
     EventDraft,
     WriteContext,
+    archive,
     event_packs,
     expand,
     migrate,
@@ -325,3 +326,24 @@ async def test_a_packed_row_holds_at_most_max_bytes_of_payload(db: Database) -> 
     assert (
         db.read_sync(lambda c: event_log.list_page(c, "ns", EventFilter(), after=0, limit=0)) == []
     )
+
+
+async def test_archived_events_are_deleted_up_to_each_runs_own_last_archived_one(
+    db: Database,
+) -> None:
+    """An event appended to run a after a was read, but older than what was read of b, is
+    not in the archive (PostgreSQL reads batches of runs in separate statements): it stays."""
+
+    def write(ctx: WriteContext) -> None:
+        ctx.emit_run("ns", ["x"] * 3, [b"{}"] * 3, [None] * 3, agent_id="g", run_id="a")  # 1-3
+        ctx.emit("ns", "late", b"{}", agent_id="g", run_id="a")  # 4: not archived
+        ctx.emit_run("ns", ["x"] * 2, [b"{}"] * 2, [None] * 2, agent_id="g", run_id="b")  # 5-6
+
+    await db.write(write)
+
+    def delete(ctx: WriteContext) -> tuple[int, int, int]:
+        return archive.delete_archived(ctx.conn, "ns", ["a", "b", "c"], {"a": 3, "b": 6})
+
+    assert await db.write(delete) == (0, 0, 5)  # no run rows here; 5 events
+    left = db.read_sync(lambda c: event_log.read_range(c, "ns", 0, 10))
+    assert [(r.sequence, r.type) for r in left] == [(4, "late")]

@@ -35,17 +35,29 @@ def test_a_damaged_body_is_refused(cut: int) -> None:
         event_packs.unpack(body, 2)  # not the span it was packed with
 
 
-@given(st.lists(st.integers(0, 3 * event_packs.MAX_BYTES // 2), min_size=1, max_size=2500))
-def test_cuts_cover_every_event_within_the_row_bounds(sizes: list[int]) -> None:
-    datas = [b"x" * size for size in sizes]
-    ends = event_packs.cuts(datas)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3 * event_packs.MAX_BYTES // 2), st.integers(1, 128)),
+        min_size=1,
+        max_size=2500,
+    )
+)
+def test_cuts_cover_every_event_and_rows_stay_within_bounds(sizes: list[tuple[int, int]]) -> None:
+    datas = [b"x" * size for size, _ in sizes]
+    types = ["t" * length for _, length in sizes]
+    ends = event_packs.cuts(datas, types)
     starts = [0, *ends[:-1]]
     assert ends[-1] == len(datas) and all(a < b for a, b in zip(starts, ends, strict=True))
     for start, end in zip(starts, ends, strict=True):
         assert end - start <= event_packs.MAX_SPAN
-        assert end - start == 1 or sum(sizes[start:end]) <= event_packs.MAX_BYTES
-        if end < len(datas) and end - start < event_packs.MAX_SPAN:  # no room for the next
-            assert sum(sizes[start : end + 1]) > event_packs.MAX_BYTES
+        # The heaviest body (types and client times in it) within the bound, give or take
+        # its 8 bytes of header; one more event would have crossed it.
+        body = event_packs.pack(datas[start:end], types[start:end], [1] * (end - start))
+        assert end - start == 1 or len(body) <= event_packs.MAX_BYTES + 8
+        if end < len(datas) and end - start < event_packs.MAX_SPAN:
+            times = [1] * (end + 1 - start)
+            more = event_packs.pack(datas[start : end + 1], types[start : end + 1], times)
+            assert len(more) > event_packs.MAX_BYTES
 
 
 def test_what_a_body_cannot_hold_is_refused() -> None:
