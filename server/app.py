@@ -142,6 +142,7 @@ class StatewardServer:
             s.resolved_database_url,
             sqlite_synchronous=s.sqlite_synchronous,
             read_threads=s.read_threads,
+            pack_events=s.pack_events,
         )
 
     def _prepare_database(self, db: Database) -> None:

@@ -58,6 +58,11 @@ class Settings:
         1024, "events buffered per subscriber before it falls back to catch-up"
     )
     max_subscribers: int = _opt(1000, "concurrent SubscribeEvents streams per server")
+    pack_events: bool = _opt(
+        True,
+        "store a batch's events with the same owners as one row (revision 0005); turn off "
+        "while replicas older than 0005 still serve",
+    )
     # Recovery (checkpoints, retention)
     blob_compression: str = _opt(
         "none", "compression of stored checkpoint blobs", choices=("none", "zstd")

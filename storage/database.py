@@ -102,11 +102,12 @@ class _Batch:
 class WriteContext:
     """What a write function sees: the connection, the clock and the event log."""
 
-    def __init__(self, conn: Connection, dialect: str, batch: _Batch) -> None:
+    def __init__(self, conn: Connection, dialect: str, batch: _Batch, *, pack: bool = True) -> None:
         self.conn = conn
         self.dialect = dialect
         self.now = now_us()
         self._batch = batch
+        self._pack = pack
 
     def emit(
         self,
@@ -142,7 +143,7 @@ class WriteContext:
             head += 1
             draft.sequence = head
         self._batch.heads[namespace] = head
-        self._batch.rows.extend(_packed_rows(drafts))
+        self._batch.rows.extend(_packed_rows(drafts) if self._pack else drafts)
         return first
 
     def emit_run(
@@ -165,7 +166,8 @@ class WriteContext:
             head = self._lock_counter(namespace)
         owners = (agent_id, run_id, task_run_id)
         start = 0
-        for end in event_packs.cuts(datas, types):
+        ends = event_packs.cuts(datas, types) if self._pack else range(1, len(datas) + 1)
+        for end in ends:
             self._batch.rows.append(
                 _packed_row(
                     namespace,
@@ -240,8 +242,10 @@ class Database:
         read_threads: int = 4,
         max_batch: int = 512,
         echo: bool = False,
+        pack_events: bool = True,
     ) -> None:
         self.url = url
+        self.pack_events = pack_events  # False: one row per event, as before revision 0005
         self.dialect = "postgresql" if url.startswith("postgresql") else "sqlite"
         self.max_batch = max_batch
         if self.dialect == "sqlite" and sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -425,7 +429,7 @@ class Database:
     def _run_optimistic(self, conn: Connection, batch: _Batch, job: _Job) -> None:
         started = time.perf_counter()
         try:
-            result = job.fn(WriteContext(conn, self.dialect, batch))
+            result = job.fn(WriteContext(conn, self.dialect, batch, pack=self.pack_events))
         except sa_exc.OperationalError:
             raise  # the connection or the disk failed: the whole batch goes
         except Exception as error:
@@ -439,7 +443,7 @@ class Database:
         started = time.perf_counter()
         run(conn, _SAVEPOINT)
         try:
-            result = job.fn(WriteContext(conn, self.dialect, batch))
+            result = job.fn(WriteContext(conn, self.dialect, batch, pack=self.pack_events))
             run(conn, _RELEASE)  # fails if the write swallowed an error PostgreSQL did not
         except sa_exc.OperationalError:
             raise

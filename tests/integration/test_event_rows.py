@@ -347,3 +347,27 @@ async def test_archived_events_are_deleted_up_to_each_runs_own_last_archived_one
     assert await db.write(delete) == (0, 0, 5)  # no run rows here; 5 events
     left = db.read_sync(lambda c: event_log.read_range(c, "ns", 0, 10))
     assert [(r.sequence, r.type) for r in left] == [(4, "late")]
+
+
+async def test_with_packing_off_every_event_is_its_own_row(database_url: str) -> None:
+    """pack_events = false: what replicas older than revision 0005 can read."""
+    db = Database(database_url, pack_events=False)
+    migrate.upgrade(db.write_engine)
+    db.start()
+    try:
+
+        def write(ctx: WriteContext) -> None:
+            ctx.emit_run("ns", ["a", "b", "a"], [b"{}", b"[]", b'""'], [None, 2, None], run_id="r")
+            ctx.emit_many("ns", _mixed(ctx.now))
+
+        await db.write(write)
+        spans = db.read_sync(lambda c: list(c.execute(select(schema.events.c.span)).scalars()))
+        assert spans == [1] * (3 + len(_mixed(0)))
+        stored = db.read_sync(lambda c: event_log.read_range(c, "ns", 0, 100))
+        assert [(r.type, r.data, r.client_time) for r in stored[:3]] == [
+            ("a", b"{}", None),
+            ("b", b"[]", 2),
+            ("a", b'""', None),
+        ]
+    finally:
+        db.close()
