@@ -270,9 +270,7 @@ class Database:
                 pool_recycle=3600,
                 isolation_level="AUTOCOMMIT",
             )
-            self.write_engine = create_engine(
-                url, echo=echo, pool_size=1, max_overflow=4, pool_recycle=3600
-            )
+            self.write_engine = _postgresql_write_engine(url, echo)
         self._reads = concurrent.futures.ThreadPoolExecutor(read_threads, "stateward-read")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -670,6 +668,28 @@ def expand(rows: list[EventDraft]) -> list[EventDraft]:
         else:
             out += (EventDraft(*fields) for fields in event_packs.events_of(row))
     return out
+
+
+def _postgresql_write_engine(url: str, echo: bool) -> Engine:
+    engine = create_engine(url, echo=echo, pool_size=1, max_overflow=4, pool_recycle=3600)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # An answered write must survive a PostgreSQL crash, whatever the role, database
+        # or cluster says: with synchronous_commit off, COMMIT returns before its WAL
+        # record is flushed. Every other value flushes locally first; the stronger ones
+        # (remote_write, remote_apply, for synchronous standbys) are kept.
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            if cursor.fetchone()[0] == "off":
+                cursor.execute("SET synchronous_commit TO on")
+                log.warning(
+                    "synchronous_commit is off for this database or role; Stateward "
+                    "turned it on for its write connections (answered writes are durable)"
+                )
+        dbapi_conn.commit()  # the SET lasts for the session only once committed
+
+    return engine
 
 
 def _sqlite_engine(url: str, synchronous: str, begin: str, echo: bool, pool_size: int) -> Engine:

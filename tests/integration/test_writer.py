@@ -158,3 +158,30 @@ async def test_a_write_that_swallows_a_database_error_fails_alone(db: Database) 
     else:  # SQLite keeps the transaction usable after a failed statement
         assert swallowed == "carried on"
         assert leases(db) == ["a", "swallower"]
+
+
+_SYNCHRONOUS_COMMIT = Sql("SHOW synchronous_commit")
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("configured", "writes_with"),
+    [("off", "on"), ("local", "local"), ("remote_apply", "remote_apply")],
+)
+def test_postgresql_writes_never_commit_with_synchronous_commit_off(
+    postgres: Any, caplog: pytest.LogCaptureFixture, configured: str, writes_with: str
+) -> None:
+    # The setting comes with the connection, as a role or database default would.
+    url = f"{postgres.create_database()}?options=-csynchronous_commit%3D{configured}"
+    database = Database(url)
+    try:
+        migrate.upgrade(database.write_engine)
+        database.start()
+        seen = database.write_sync(lambda ctx: run(ctx.conn, _SYNCHRONOUS_COMMIT).fetchone()[0])
+        assert seen == writes_with
+        # Reads keep the configured value: they commit nothing.
+        assert database.read_sync(lambda c: run(c, _SYNCHRONOUS_COMMIT).fetchone()[0]) == configured
+    finally:
+        database.close()
+    warned = any("synchronous_commit is off" in r.getMessage() for r in caplog.records)
+    assert warned == (configured == "off")
