@@ -376,6 +376,11 @@ class BlobStore:
         # (set add/discard/in are atomic under the GIL; writers run in worker threads.)
         self._active: set[str] = set()
 
+    def probe(self) -> None:
+        """Touch the backend once (does the root exist?). s3fs builds its session on first
+        use, so storage options it does not take raise TypeError here, not later."""
+        self.fs.exists(self.root)
+
     def path(self, key: str) -> str:
         """The backend path of a relative key (validated first)."""
         return f"{self.root}/{check_key(key)}"

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import concurrent.futures
 import json
+import logging
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing
@@ -33,6 +34,8 @@ from stateward.storage.checkpoints import CheckpointRecord
 from stateward.storage.runs import TaskRunRecord
 from stateward.v1 import recovery_pb2 as pb
 from stateward.v1 import recovery_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 STRATEGY = {s: pb.RecoveryStrategy.Value(f"RECOVERY_STRATEGY_{s.value}") for s in Strategy}
@@ -529,10 +532,29 @@ def blob_store(settings: Settings) -> BlobStore:
         raise ConfigError(f"blob_url: {error}") from None
 
 
+PROBE_TIMEOUT = 2.0
+"""Seconds start-up waits for the blob store's first answer before serving without it."""
+
+
+async def probe_blob_store(blobs: BlobStore) -> None:
+    """Refuse to start when the blob backend does not take ``blob_options``, rather than
+    answer INTERNAL on the first checkpoint call. A store that does not answer is no
+    reason to refuse: only checkpoint calls need it, and they answer UNAVAILABLE."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(blobs.probe), PROBE_TIMEOUT)
+    except TypeError as error:
+        raise ConfigError(
+            f"blob_options: the {blobs.protocol}:// backend does not take them ({error})"
+        ) from None
+    except Exception as error:  # unreachable, denied, slow: log it and serve
+        log.warning("the blob store %s did not answer at start-up: %r", blobs.url, error)
+
+
 def register(server: grpc.aio.Server, deps: Deps) -> None:
     settings = deps.settings
     blobs = blob_store(settings)
     deps.extras["blob_store"] = blobs
+    deps.startup.append(lambda: probe_blob_store(blobs))
     checkpoints = CheckpointService(deps.db, blobs, state_history=settings.state_history)
     recovery = RecoveryService(deps.db, checkpoints, policy_from(settings))
     retention = RetentionService(deps.db, blobs, settings, storage_options(settings))

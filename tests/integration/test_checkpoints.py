@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy
 from google.protobuf import duration_pb2
 
-from stateward.server.config import Settings
+from stateward.server.config import ConfigError, Settings
 from stateward.server.services.checkpoints import INLINE_MAX, PAYLOAD_PAGE
 from stateward.v1 import (
     execution_pb2,
@@ -667,6 +667,39 @@ def test_zstd_compression_is_invisible_to_clients(settings: Settings) -> None:
     finally:
         client.close()
         running.close()
+
+
+@pytest.mark.s3
+def test_blob_options_the_backend_does_not_take_refuse_the_start(
+    s3: S3Endpoint, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = Settings(
+        listen="127.0.0.1:0",
+        data_dir=str(tmp_path / "data"),
+        log_level="WARNING",
+        blob_url=f"s3://{s3.bucket()}/cp",
+    )
+    # "retries" is botocore's word, not an s3fs argument: s3fs only fails on first use.
+    wrong = replace(base, blob_options=json.dumps(s3.storage_options | {"retries": 3}))
+    server = ServerThread(wrong)
+    try:
+        with pytest.raises(ConfigError, match="blob_options: the s3:// backend does not take"):
+            server.start()
+    finally:
+        server.close()
+    # A store that does not answer is no reason to refuse: only checkpoints need it.
+    unreachable = {
+        "endpoint_url": f"http://127.0.0.1:{free_port()}",
+        "config_kwargs": {"connect_timeout": 1, "retries": {"max_attempts": 1}},
+    }
+    running = ServerThread(replace(base, blob_options=json.dumps(unreachable))).start()
+    try:
+        client = Client(running.target, running.settings)
+        client.agent()  # the rest of the service answers
+        client.close()
+    finally:
+        running.close()
+    assert any("did not answer at start-up" in r.getMessage() for r in caplog.records)
 
 
 # -- a crash in the middle of an upload -----------------------------------------------------------
