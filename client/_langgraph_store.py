@@ -10,7 +10,11 @@ others are downloaded, and every download is verified against its manifest.
 The two hot calls, creating a checkpoint and listing manifests, are sent as
 prepared requests through the client's ``_send`` (its retries, deadlines and
 errors) and read straight from the response messages: the saver needs four
-fields of a manifest, not a ``models.Checkpoint``.
+fields of a manifest, not a ``models.Checkpoint``. Concurrent graph threads'
+creates and first listing pages are coalesced (``_coalesce``) into
+BatchCreateCheckpoints and BatchListCheckpoints calls, where a unary call per
+request would cost each about as much as the work it asks for; against a server
+without those methods each request goes alone.
 """
 
 from __future__ import annotations
@@ -18,15 +22,28 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
+
+from google.rpc import status_pb2
 
 from stateward.v1 import recovery_pb2 as pb
+from stateward.v1.common_pb2 import ItemStatus
 
+from ._coalesce import AsyncCoalescer, Coalescer, Outcome
 from ._langgraph_codec import AGENT_LABELS, AGENT_TYPE, Manifest, plain_thread_id
 from ._operation import RECOVERY, Prepared, Rpc
 from .aio import AsyncClient
-from .errors import AlreadyExists, FailedPrecondition, NotFound
+from .errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    StatewardError,
+    Unimplemented,
+    from_status,
+)
 from .sync import Client
+
+T = TypeVar("T")
 
 INLINE_LIMIT = 1 << 20
 """Payloads up to this size go in one CreateCheckpoint; larger ones are uploaded in chunks."""
@@ -35,8 +52,15 @@ PARALLEL = 8
 PAGE_SIZE = 1000
 """Manifests asked for per listing page."""
 
+BATCHED_PAYLOAD = 64 << 10
+"""Creates with payloads up to this size are coalesced; bigger ones go alone."""
+MAX_BATCH = 64
+"""Requests per coalesced call (the server takes up to 100)."""
+
 CREATE = Rpc(RECOVERY, "CreateCheckpoint")
 LIST = Rpc(RECOVERY, "ListCheckpoints")
+BATCH_CREATE = Rpc(RECOVERY, "BatchCreateCheckpoints")
+BATCH_LIST = Rpc(RECOVERY, "BatchListCheckpoints")
 
 
 def _creating(agent_id: str, payload: bytes, labels: Mapping[str, str]) -> Prepared[None]:
@@ -75,6 +99,32 @@ def _page(response: pb.ListCheckpointsResponse) -> tuple[list[Manifest], str]:
     return found, response.next_page_token
 
 
+def _item_error(status: ItemStatus) -> StatewardError:
+    return from_status(status_pb2.Status.FromString(status.SerializeToString()))
+
+
+def _created(response: pb.BatchCreateCheckpointsResponse) -> list[Outcome[None]]:
+    return [_item_error(r.error) if r.HasField("error") else None for r in response.results]
+
+
+def _pages(
+    response: pb.BatchListCheckpointsResponse,
+) -> list[Outcome[tuple[list[Manifest], str]]]:
+    return [
+        _item_error(r.error) if r.HasField("error") else _page(r.response) for r in response.results
+    ]
+
+
+def _batch_create(requests: list[pb.CreateCheckpointRequest]) -> Prepared[list[Outcome[None]]]:
+    return Prepared(pb.BatchCreateCheckpointsRequest(requests=requests), _created)
+
+
+def _batch_list(
+    requests: list[pb.ListCheckpointsRequest],
+) -> Prepared[list[Outcome[tuple[list[Manifest], str]]]]:
+    return Prepared(pb.BatchListCheckpointsRequest(requests=requests), _pages)
+
+
 class SyncStore:
     """Blocking calls; transfers of one operation run in a small thread pool."""
 
@@ -83,6 +133,9 @@ class SyncStore:
         self.known_agents = known_agents
         self.thread_ids: dict[str, str] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._batching = True  # until the server answers UNIMPLEMENTED
+        self._creates = Coalescer(self._send_creates, MAX_BATCH)
+        self._lists = Coalescer(self._send_lists, MAX_BATCH)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -102,13 +155,36 @@ class SyncStore:
         """Every checkpoint manifest of ``agent_id`` ("" for the namespace) carrying
         ``labels``, newest first; with ``payloads``, inline payloads too."""
         call = _listing(agent_id, labels, payloads)
-        found: list[Manifest] = []
-        while True:
+        found, token = self._lists.call(call.request)
+        while token:
+            call = call.with_page_token(token)
             page, token = self.client._send(LIST, call)
             found += page
-            if not token:
-                return found
-            call = call.with_page_token(token)
+        return found
+
+    def _send_creates(self, requests: list[pb.CreateCheckpointRequest]) -> list[Outcome[None]]:
+        if self._batching:
+            try:
+                return self.client._send(BATCH_CREATE, _batch_create(requests))
+            except Unimplemented:
+                self._batching = False  # a server older than batch calls
+        return [self._alone(CREATE, Prepared(r, _ignore)) for r in requests]
+
+    def _send_lists(
+        self, requests: list[pb.ListCheckpointsRequest]
+    ) -> list[Outcome[tuple[list[Manifest], str]]]:
+        if self._batching:
+            try:
+                return self.client._send(BATCH_LIST, _batch_list(requests))
+            except Unimplemented:
+                self._batching = False
+        return [self._alone(LIST, Prepared(r, _page)) for r in requests]
+
+    def _alone(self, rpc: Rpc, call: Prepared[T]) -> Outcome[T]:
+        try:
+            return self.client._send(rpc, call)
+        except StatewardError as error:
+            return error
 
     def fetch(self, manifest_ids: Sequence[str]) -> list[bytes | None]:
         """The payloads, None for a manifest deleted meanwhile."""
@@ -150,7 +226,9 @@ class SyncStore:
         self.known_agents.add(agent_id)
 
     def _create(self, agent_id: str, payload: bytes, labels: Mapping[str, str]) -> None:
-        if len(payload) <= INLINE_LIMIT:
+        if len(payload) <= BATCHED_PAYLOAD:
+            self._creates.call(_creating(agent_id, payload, labels).request)
+        elif len(payload) <= INLINE_LIMIT:
             self.client._send(CREATE, _creating(agent_id, payload, labels))
         else:
             self.client.upload_checkpoint(
@@ -203,6 +281,9 @@ class AsyncStore:
         self.known_agents = known_agents
         self.thread_ids: dict[str, str] = {}
         self._limit = asyncio.Semaphore(PARALLEL)
+        self._batching = True
+        self._creates = AsyncCoalescer(self._send_creates, MAX_BATCH)
+        self._lists = AsyncCoalescer(self._send_lists, MAX_BATCH)
 
     async def close(self) -> None:
         await self.client.close()
@@ -218,13 +299,38 @@ class AsyncStore:
         self, agent_id: str, labels: Mapping[str, str] | None = None, *, payloads: bool = False
     ) -> list[Manifest]:
         call = _listing(agent_id, labels, payloads)
-        found: list[Manifest] = []
-        while True:
+        found, token = await self._lists.call(call.request)
+        while token:
+            call = call.with_page_token(token)
             page, token = await self.client._send(LIST, call)
             found += page
-            if not token:
-                return found
-            call = call.with_page_token(token)
+        return found
+
+    async def _send_creates(
+        self, requests: list[pb.CreateCheckpointRequest]
+    ) -> list[Outcome[None]]:
+        if self._batching:
+            try:
+                return await self.client._send(BATCH_CREATE, _batch_create(requests))
+            except Unimplemented:
+                self._batching = False
+        return [await self._alone(CREATE, Prepared(r, _ignore)) for r in requests]
+
+    async def _send_lists(
+        self, requests: list[pb.ListCheckpointsRequest]
+    ) -> list[Outcome[tuple[list[Manifest], str]]]:
+        if self._batching:
+            try:
+                return await self.client._send(BATCH_LIST, _batch_list(requests))
+            except Unimplemented:
+                self._batching = False
+        return [await self._alone(LIST, Prepared(r, _page)) for r in requests]
+
+    async def _alone(self, rpc: Rpc, call: Prepared[T]) -> Outcome[T]:
+        try:
+            return await self.client._send(rpc, call)
+        except StatewardError as error:
+            return error
 
     async def fetch(self, manifest_ids: Sequence[str]) -> list[bytes | None]:
         return await self._map(self._download, manifest_ids)
@@ -265,7 +371,9 @@ class AsyncStore:
         self.known_agents.add(agent_id)
 
     async def _create(self, agent_id: str, payload: bytes, labels: Mapping[str, str]) -> None:
-        if len(payload) <= INLINE_LIMIT:
+        if len(payload) <= BATCHED_PAYLOAD:
+            await self._creates.call(_creating(agent_id, payload, labels).request)
+        elif len(payload) <= INLINE_LIMIT:
             await self.client._send(CREATE, _creating(agent_id, payload, labels))
         else:
             await self.client.upload_checkpoint(

@@ -69,6 +69,7 @@ __all__ = [
     "Unimplemented",
     "UsageError",
     "from_rpc_error",
+    "from_status",
 ]
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -290,8 +291,24 @@ def from_rpc_error(err: grpc.RpcError, *, request_id: str | None = None) -> Stat
     ``request_id`` is the idempotency key the call was sent with, if any.
     """
     code = _call_code(err)
-    message = _call_attr(err, "details") or code.name
-    status = rich_status(err)
+    return _error(code, _call_attr(err, "details") or code.name, rich_status(err), request_id)
+
+
+def from_status(status: status_pb2.Status) -> StatewardError:
+    """The client error for a ``google.rpc.Status``: one failed request of a batch call."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    return _error(code, status.message or code.name, status, None)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _error(
+    code: grpc.StatusCode,
+    message: str,
+    status: status_pb2.Status | None,
+    request_id: str | None,
+) -> StatewardError:
     parts = _decode_details(status)
     cls = CODE_TO_ERROR.get(code, ServerError)
     refined = REASON_TO_ERROR.get(parts.reason)

@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 from stateward.server.domain import errors as domain
 from stateward.server.request_id import current_request_id
 from stateward.storage import errors as storage
+from stateward.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -93,19 +94,32 @@ def to_status(error: BaseException, code: grpc.StatusCode) -> status_pb2.Status:
     return status
 
 
+def item_status(error: Exception) -> common_pb2.ItemStatus:
+    """The status of one failed request of a batch, as its own call would have ended
+    (the bytes of a google.rpc.Status); unknown errors are INTERNAL, logged."""
+    code = code_for(error)
+    if code is None:
+        return common_pb2.ItemStatus.FromString(_internal(error).SerializeToString())
+    return common_pb2.ItemStatus.FromString(to_status(error, code).SerializeToString())
+
+
+def _internal(error: BaseException) -> status_pb2.Status:
+    log.exception("unexpected error", exc_info=error)
+    request_id = current_request_id()
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error; the server log has details under request id {request_id}",
+    )
+    info = request_info()
+    if info is not None:
+        status.details.append(info)
+    return status
+
+
 async def abort(context: grpc.aio.ServicerContext, error: BaseException) -> None:
     """Abort the call with the status for ``error``; unknown errors become INTERNAL, logged."""
     code = code_for(error)
     if code is None:
-        log.exception("unexpected error", exc_info=error)
-        request_id = current_request_id()
-        status = status_pb2.Status(
-            code=code_pb2.INTERNAL,
-            message=f"internal error; the server log has details under request id {request_id}",
-        )
-        info = request_info()
-        if info is not None:
-            status.details.append(info)
-        await context.abort_with_status(rpc_status.to_status(status))
+        await context.abort_with_status(rpc_status.to_status(_internal(error)))
         return
     await context.abort_with_status(rpc_status.to_status(to_status(error, code)))

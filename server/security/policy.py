@@ -86,9 +86,11 @@ _TABLE: dict[str, dict[str, Rule]] = {
     },
     "stateward.v1.RecoveryService": {
         "CreateCheckpoint": W,
+        "BatchCreateCheckpoints": W,
         "UploadCheckpoint": W,
         "GetCheckpoint": R,
         "ListCheckpoints": R,
+        "BatchListCheckpoints": R,
         "DownloadCheckpoint": R,
         "DeleteCheckpoint": A,
         "RestoreCheckpoint": W,

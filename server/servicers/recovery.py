@@ -8,9 +8,9 @@ import concurrent.futures
 import json
 import logging
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -34,6 +34,7 @@ from stateward.storage.checkpoints import CheckpointRecord
 from stateward.storage.runs import TaskRunRecord
 from stateward.v1 import recovery_pb2 as pb
 from stateward.v1 import recovery_pb2_grpc
+from stateward.v1.common_pb2 import ItemStatus
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,11 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
     async def CreateCheckpoint(
         self, request: pb.CreateCheckpointRequest, context: Ctx
     ) -> pb.CreateCheckpointResponse:
+        return await self._create(namespace(context), request)
+
+    async def _create(
+        self, ns: str, request: pb.CreateCheckpointRequest
+    ) -> pb.CreateCheckpointResponse:
         built: list[tuple[CheckpointRecord, pb.CreateCheckpointResponse]] = []
 
         def build(record: CheckpointRecord) -> pb.CreateCheckpointResponse:
@@ -265,13 +271,28 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
             return built[0][1]
 
         result = await self.checkpoints.create(
-            namespace(context),
+            ns,
             request.agent_id,
             request.payload,
             dict(request.labels),
             replay(request, "CreateCheckpoint", build),
         )
         return respond(result, pb.CreateCheckpointResponse, build)
+
+    @unary
+    async def BatchCreateCheckpoints(
+        self, request: pb.BatchCreateCheckpointsRequest, context: Ctx
+    ) -> pb.BatchCreateCheckpointsResponse:
+        # Each create is its own write: they share the writer's next group commit.
+        ns = namespace(context)
+        outcomes = await _each(request.requests, lambda r: self._create(ns, r))
+        result = pb.CreateCheckpointResult
+        return pb.BatchCreateCheckpointsResponse(
+            results=[
+                result(error=o) if isinstance(o, ItemStatus) else result(response=o)
+                for o in outcomes
+            ]
+        )
 
     @unary
     async def UploadCheckpoint(
@@ -333,18 +354,43 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
     async def ListCheckpoints(
         self, request: pb.ListCheckpointsRequest, context: Ctx
     ) -> pb.ListCheckpointsResponse:
+        return await self._list(namespace(context), request)
+
+    async def _list(
+        self, ns: str, request: pb.ListCheckpointsRequest
+    ) -> pb.ListCheckpointsResponse:
         records, token = await self.checkpoints.list(
-            namespace(context),
+            ns,
             request.agent_id,
             page_size=request.page_size,
             page_token=request.page_token,
             labels=dict(request.labels),
             with_payloads=request.include_payloads,
         )
-        with_payload = request.include_payloads
-        return pb.ListCheckpointsResponse(
-            checkpoints=[checkpoint(r, with_payload=with_payload) for r in records],
-            next_page_token=token,
+        return _listed(records, token, request.include_payloads)
+
+    @unary
+    async def BatchListCheckpoints(
+        self, request: pb.BatchListCheckpointsRequest, context: Ctx
+    ) -> pb.BatchListCheckpointsResponse:
+        # One read snapshot for them all: each listing is a few indexed lookups.
+        requests = request.requests
+        _check_batch(requests)
+        pages = await self.checkpoints.list_many(
+            namespace(context),
+            [
+                (r.agent_id, r.page_size, r.page_token, dict(r.labels), r.include_payloads)
+                for r in requests
+            ],
+        )
+        result = pb.ListCheckpointsResult
+        return pb.BatchListCheckpointsResponse(
+            results=[
+                result(error=status.item_status(page))
+                if isinstance(page, Exception)
+                else result(response=_listed(*page, r.include_payloads))
+                for r, page in zip(requests, pages, strict=True)
+            ]
         )
 
     async def DownloadCheckpoint(
@@ -506,6 +552,47 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
         return pb.CollectGarbageResponse(
             deleted_blobs=[blob.key for blob in result.deleted], freed_bytes=result.freed_bytes
         )
+
+
+MAX_BATCH = 100
+"""Requests per Batch* call."""
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def _listed(
+    records: list[CheckpointRecord], token: str, with_payload: bool
+) -> pb.ListCheckpointsResponse:
+    return pb.ListCheckpointsResponse(
+        checkpoints=[checkpoint(r, with_payload=with_payload) for r in records],
+        next_page_token=token,
+    )
+
+
+def _check_batch(requests: Sequence[Any]) -> None:
+    if not 1 <= len(requests) <= MAX_BATCH:
+        raise InvalidArgument.one(
+            "requests", f"a batch holds 1 to {MAX_BATCH} requests (got {len(requests)})"
+        )
+
+
+async def _each(
+    requests: Sequence[Req], serve: Callable[[Req], Awaitable[Resp]]
+) -> list[Resp | ItemStatus]:
+    """Serve ``requests`` concurrently, each on its own: a failure becomes that request's
+    status, as its own call would have ended, and leaves the others alone."""
+    _check_batch(requests)
+    outcomes = await asyncio.gather(*map(serve, requests), return_exceptions=True)
+    served: list[Resp | ItemStatus] = []
+    for outcome in outcomes:
+        if isinstance(outcome, Exception):
+            served.append(status.item_status(outcome))
+        elif isinstance(outcome, BaseException):  # a cancellation: the whole call ends
+            raise outcome
+        else:
+            served.append(outcome)
+    return served
 
 
 def storage_options(settings: Settings) -> dict[str, Any]:

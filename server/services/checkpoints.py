@@ -31,8 +31,10 @@ import json
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+
+from sqlalchemy import Connection
 
 from stateward.server import metrics
 from stateward.server.domain import paging
@@ -340,43 +342,36 @@ class CheckpointService:
     ) -> tuple[list[CheckpointRecord], str]:
         """A page, newest first; ``with_payloads`` also returns inline payloads, verified
         (then a page holds at most ``PAYLOAD_PAGE`` checkpoints)."""
-        labels = labels or {}
-        v = Violations()
-        check.check_id(v, "agent_id", agent_id, required=False)
-        check.check_labels(v, "labels", labels)
-        size = check.check_page_size(v, page_size)
-        v.raise_if_any()
-        if with_payloads:
-            size = min(size, PAYLOAD_PAGE)
-        digest = ""  # only a token needs it
-        before = None
-        if page_token:
-            digest = self._digest(agent_id, labels)
-            cursor = paging.decode(page_token, digest, (int, str))
-            before = (cursor[0], cursor[1]) if cursor else None
-        found = await self.db.read(
-            lambda conn: rows.list_page(
-                conn,
-                namespace,
-                agent_id=agent_id or None,
-                before=before,
-                limit=size,
-                labels=labels,
-                with_payloads=with_payloads,
-            )
-        )
-        for record in found:
-            if record.payload is not None:
-                _check_inline(record, record.payload)
-        if len(found) > size:
-            found = found[:size]
-            digest = digest or self._digest(agent_id, labels)
-            return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
-        return found, ""
+        query = _Listing.parse(namespace, agent_id, page_size, page_token, labels, with_payloads)
+        return query.page(await self.db.read(query.read))
 
-    @staticmethod
-    def _digest(agent_id: str, labels: dict[str, str]) -> str:
-        return paging.filter_digest("checkpoints", agent_id, sorted(labels.items()))
+    async def list_many(
+        self, namespace: str, queries: Sequence[ListQuery]
+    ) -> Sequence[Page | Exception]:
+        """Several listings in one read snapshot; each answers or fails on its own (a
+        database failure fails them all)."""
+        parsed: list[_Listing | Exception] = []
+        for agent_id, page_size, page_token, labels, with_payloads in queries:
+            try:
+                parsed.append(
+                    _Listing.parse(
+                        namespace, agent_id, page_size, page_token, labels, with_payloads
+                    )
+                )
+            except InvalidArgument as error:
+                parsed.append(error)
+        listings = [q for q in parsed if isinstance(q, _Listing)]
+        found = iter(await self.db.read(lambda conn: [q.read(conn) for q in listings]))
+        pages: list[Page | Exception] = []
+        for query in parsed:
+            if isinstance(query, Exception):
+                pages.append(query)
+                continue
+            try:
+                pages.append(query.page(next(found)))
+            except DataLoss as error:
+                pages.append(error)
+        return pages
 
     async def download(
         self, namespace: str, checkpoint_id: str
@@ -552,6 +547,78 @@ class CheckpointService:
 def _sent(payload: bytes) -> Iterator[bytes]:
     metrics.CHECKPOINT_BYTES_OUT.inc(len(payload))
     yield payload
+
+
+ListQuery = tuple[str, int, str, dict[str, str], bool]
+"""A listing of ``list_many``: agent_id, page_size, page_token, labels, with_payloads."""
+Page = tuple[list[CheckpointRecord], str]
+"""Checkpoints, newest first, and the token of the next page ("" on the last)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    """A validated ListCheckpoints: what to read, and how to page the rows read."""
+
+    namespace: str
+    agent_id: str
+    labels: dict[str, str]
+    size: int
+    before: tuple[int, str] | None
+    digest: str  # of the filter, for page tokens ("" until a token needs it)
+    with_payloads: bool
+
+    @classmethod
+    def parse(
+        cls,
+        namespace: str,
+        agent_id: str,
+        page_size: int,
+        page_token: str,
+        labels: dict[str, str] | None,
+        with_payloads: bool,
+    ) -> _Listing:
+        labels = labels or {}
+        v = Violations()
+        check.check_id(v, "agent_id", agent_id, required=False)
+        check.check_labels(v, "labels", labels)
+        size = check.check_page_size(v, page_size)
+        v.raise_if_any()
+        if with_payloads:
+            size = min(size, PAYLOAD_PAGE)
+        digest = ""  # only a token needs it
+        before = None
+        if page_token:
+            digest = _filter_digest(agent_id, labels)
+            cursor = paging.decode(page_token, digest, (int, str))
+            before = (cursor[0], cursor[1]) if cursor else None
+        return cls(namespace, agent_id, labels, size, before, digest, with_payloads)
+
+    def read(self, conn: Connection) -> list[CheckpointRecord]:
+        return rows.list_page(
+            conn,
+            self.namespace,
+            agent_id=self.agent_id or None,
+            before=self.before,
+            limit=self.size,
+            labels=self.labels,
+            with_payloads=self.with_payloads,
+        )
+
+    def page(self, found: list[CheckpointRecord]) -> tuple[list[CheckpointRecord], str]:
+        """The page of the rows read (one more than a page tells that more follow), its
+        inline payloads verified."""
+        for record in found:
+            if record.payload is not None:
+                _check_inline(record, record.payload)
+        if len(found) <= self.size:
+            return found, ""
+        found = found[: self.size]
+        digest = self.digest or _filter_digest(self.agent_id, self.labels)
+        return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
+
+
+def _filter_digest(agent_id: str, labels: dict[str, str]) -> str:
+    return paging.filter_digest("checkpoints", agent_id, sorted(labels.items()))
 
 
 def _check_inline(record: CheckpointRecord, payload: bytes | None) -> bytes:

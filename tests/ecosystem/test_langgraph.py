@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import operator
+import threading
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -340,6 +342,95 @@ def test_blocking_corners(sqlite_server: ServerThread) -> None:
         with StatewardSaver(sqlite_server.target) as other:
             other.delete_thread("t2")
         assert saver.get_tuple(put(saver, "t2")) is not None
+
+
+def test_concurrent_graph_threads_share_batch_calls(sqlite_server: ServerThread) -> None:
+    with StatewardSaver(sqlite_server.target) as saver:
+        store = saver._sync
+        sizes: dict[str, list[int]] = {"create": [], "list": []}
+        send_creates, send_lists = store._send_creates, store._send_lists
+        queued = threading.Event()
+
+        def creates(requests: Any) -> Any:
+            if not sizes["create"]:  # hold the first batch until the others queued
+                assert queued.wait(10)
+            sizes["create"].append(len(requests))
+            return send_creates(requests)
+
+        def lists(requests: Any) -> Any:
+            sizes["list"].append(len(requests))
+            return send_lists(requests)
+
+        def graph_thread(n: int) -> list[str]:
+            seen = []
+            for step in range(5):
+                stored = put(saver, f"c{n}", step=step)
+                tup = saver.get_tuple(stored)
+                assert tup is not None and tup.checkpoint["channel_values"] == {"v": f"c{n}"}
+                seen.append(tup.metadata["step"])
+            return seen
+
+        for n in range(8):  # each thread's agent exists: no CreateAgent in the way
+            put(saver, f"c{n}")
+        store._creates._send, store._lists._send = creates, lists
+        with ThreadPoolExecutor(8) as pool:
+            running = [pool.submit(graph_thread, n) for n in range(8)]
+            for _ in range(1000):
+                if len(store._creates._waiting) == 7:
+                    break
+                threading.Event().wait(0.005)
+            queued.set()
+            assert [r.result(30) for r in running] == [[0, 1, 2, 3, 4]] * 8
+        assert sizes["create"][:2] == [1, 7]  # the seven that queued went together
+        assert sum(sizes["create"]) == sum(sizes["list"]) == 40
+
+
+def test_a_server_without_batch_calls_gets_one_call_per_request(
+    sqlite_server: ServerThread,
+) -> None:
+    with StatewardSaver(sqlite_server.target) as saver:
+        # Calls to methods this server does not have answer UNIMPLEMENTED, as an older
+        # server answers the batch calls.
+        stubs = saver.client.stubs.recovery
+        channel = saver.client._channel
+        stubs.BatchCreateCheckpoints = channel.unary_unary(  # type: ignore[attr-defined]
+            "/stateward.v1.RecoveryService/NoSuchBatchCreate",
+            request_serializer=lambda m: m.SerializeToString(),
+        )
+        stubs.BatchListCheckpoints = channel.unary_unary(  # type: ignore[attr-defined]
+            "/stateward.v1.RecoveryService/NoSuchBatchList",
+            request_serializer=lambda m: m.SerializeToString(),
+        )
+        stored = put(saver, "old-1")
+        assert saver._sync._batching is False
+        tup = saver.get_tuple(stored)
+        assert tup is not None and tup.checkpoint["channel_values"] == {"v": "old-1"}
+        saver.put_writes(stored, [("ch", 1)], "task-1")
+        assert saver.get_tuple(stored).pending_writes == [("task-1", "ch", 1)]  # type: ignore[union-attr]
+
+
+async def test_async_graph_threads_share_batch_calls(sqlite_server: ServerThread) -> None:
+    async with StatewardSaver(sqlite_server.target) as saver:
+        for n in range(8):
+            checkpoint = generate_checkpoint(channel_values={"v": n}, channel_versions={"v": 1})
+            await saver.aput(thread(f"a{n}"), checkpoint, generate_metadata(), {"v": 1})
+        store = saver._astore()
+        sizes: list[int] = []
+        send = store._send_creates
+
+        async def creates(requests: Any) -> Any:
+            sizes.append(len(requests))
+            return await send(requests)
+
+        store._creates._send = creates
+
+        async def graph_thread(n: int) -> Any:
+            checkpoint = generate_checkpoint(channel_values={"v": n}, channel_versions={"v": 1})
+            stored = await saver.aput(thread(f"a{n}"), checkpoint, generate_metadata(), {"v": 1})
+            return (await saver.aget_tuple(stored)).checkpoint["channel_values"]  # type: ignore[union-attr]
+
+        assert await asyncio.gather(*map(graph_thread, range(8))) == [{"v": n} for n in range(8)]
+        assert sizes == [8]
 
 
 # -- the codec, without a server ---------------------------------------------------

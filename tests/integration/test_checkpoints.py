@@ -235,6 +235,87 @@ def test_label_filters_start_from_a_rare_label_or_scan_the_agent(client: Client)
     assert listed("", n="0")[1:] == zeros  # newest first: the other agent's came later
 
 
+# -- batch calls ---------------------------------------------------------------------------------
+def status_of(error: Any) -> tuple[str, str]:
+    """The code name and the first detail's type of a batch item's status."""
+    code = grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == error.code)).name
+    return code, error.details[0].TypeName() if error.details else ""
+
+
+def test_batch_create_answers_each_request_on_its_own(client: Client) -> None:
+    agent = client.agent()
+    payload = os.urandom(INLINE_MAX + 1)  # a blob: batches take any size a create takes
+    batch = pb.BatchCreateCheckpointsRequest(
+        requests=[
+            pb.CreateCheckpointRequest(agent_id=agent, payload=b"one", labels={"n": "1"}),
+            pb.CreateCheckpointRequest(agent_id="nobody", payload=b"x"),
+            pb.CreateCheckpointRequest(agent_id=agent, labels={"": "bad"}),
+            pb.CreateCheckpointRequest(agent_id=agent, payload=payload, request_id="req-b1"),
+        ]
+    )
+    results = client.recovery.BatchCreateCheckpoints(batch).results
+    assert [r.WhichOneof("result") for r in results] == ["response", "error", "error", "response"]
+    assert status_of(results[1].error) == ("NOT_FOUND", "google.rpc.ErrorInfo")
+    assert status_of(results[2].error) == ("INVALID_ARGUMENT", "google.rpc.BadRequest")
+    one, blob = results[0].response.checkpoint, results[3].response.checkpoint
+    assert client.download(one.checkpoint_id)[1] == b"one"
+    assert client.download(blob.checkpoint_id)[1] == payload
+    listed = client.recovery.ListCheckpoints(pb.ListCheckpointsRequest(agent_id=agent))
+    assert {c.checkpoint_id for c in listed.checkpoints} == {one.checkpoint_id, blob.checkpoint_id}
+    # A request_id means the same in a batch and alone: the retry returns the original.
+    again = client.recovery.CreateCheckpoint(batch.requests[3])
+    assert again.checkpoint.checkpoint_id == blob.checkpoint_id
+
+
+def test_batch_list_answers_each_request_on_its_own(client: Client) -> None:
+    agent = client.agent()
+    made = [client.create(agent, f"p{n}".encode(), labels={"n": str(n)}) for n in range(3)]
+    batch = pb.BatchListCheckpointsRequest(
+        requests=[
+            pb.ListCheckpointsRequest(agent_id=agent, labels={"n": "1"}, include_payloads=True),
+            pb.ListCheckpointsRequest(agent_id=agent, page_size=-1),
+            pb.ListCheckpointsRequest(agent_id=agent, page_size=2),
+            pb.ListCheckpointsRequest(agent_id=agent, page_token="garbage"),
+            pb.ListCheckpointsRequest(agent_id="nobody"),
+        ]
+    )
+    results = client.recovery.BatchListCheckpoints(batch).results
+    assert [r.WhichOneof("result") for r in results] == [
+        "response",
+        "error",
+        "response",
+        "error",
+        "response",
+    ]
+    found = results[0].response.checkpoints
+    assert [(c.checkpoint_id, c.payload) for c in found] == [(made[1].checkpoint_id, b"p1")]
+    assert status_of(results[1].error)[0] == "INVALID_ARGUMENT"
+    assert status_of(results[3].error)[0] == "INVALID_ARGUMENT"
+    assert list(results[4].response.checkpoints) == []
+    # A batch page pages on like the call it stands for.
+    first = results[2].response
+    assert [c.checkpoint_id for c in first.checkpoints] == [m.checkpoint_id for m in made[:0:-1]]
+    rest = client.recovery.ListCheckpoints(
+        pb.ListCheckpointsRequest(agent_id=agent, page_size=2, page_token=first.next_page_token)
+    )
+    assert [c.checkpoint_id for c in rest.checkpoints] == [made[0].checkpoint_id]
+
+
+def test_batches_hold_one_to_a_hundred_requests(client: Client) -> None:
+    agent = client.agent()
+    create = pb.CreateCheckpointRequest(agent_id=agent)
+    for count in (0, 101):
+        creates = pb.BatchCreateCheckpointsRequest(requests=[create] * count)
+        lists = pb.BatchListCheckpointsRequest(requests=[pb.ListCheckpointsRequest()] * count)
+        for call in (
+            lambda c=creates: client.recovery.BatchCreateCheckpoints(c),
+            lambda ls=lists: client.recovery.BatchListCheckpoints(ls),
+        ):
+            assert code_of(call) == grpc.StatusCode.INVALID_ARGUMENT
+    full = pb.BatchCreateCheckpointsRequest(requests=[create] * 100)
+    assert len(client.recovery.BatchCreateCheckpoints(full).results) == 100
+
+
 def test_upload_streams_chunks_and_checks_the_announced_hash(client: Client) -> None:
     agent = client.agent(state={"x": 1})
     chunks = [os.urandom(MiB) for _ in range(3)] + [b"tail"]

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stateward/v1/common.proto\x12\x0cstateward.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x0b\x45rrorDetail\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.stateward.v1.ErrorKind\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x14\n\x0c\x64\x65tails_json\x18\x04 \x01(\x0c\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xcc\x01\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45RROR_KIND_TIMEOUT\x10\x01\x12!\n\x1d\x45RROR_KIND_RESOURCE_EXHAUSTED\x10\x02\x12\x19\n\x15\x45RROR_KIND_DEPENDENCY\x10\x03\x12\x1c\n\x18\x45RROR_KIND_INVALID_INPUT\x10\x04\x12\x17\n\x13\x45RROR_KIND_INTERNAL\x10\x05\x12\x16\n\x12\x45RROR_KIND_UNKNOWN\x10\x06\x42@Z>github.com/stateward/stateward/gen/go/stateward/v1;statewardv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19stateward/v1/common.proto\x12\x0cstateward.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x0b\x45rrorDetail\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x04kind\x18\x02 \x01(\x0e\x32\x17.stateward.v1.ErrorKind\x12\x11\n\tretryable\x18\x03 \x01(\x08\x12\x14\n\x0c\x64\x65tails_json\x18\x04 \x01(\x0c\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"R\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any*\xcc\x01\n\tErrorKind\x12\x1a\n\x16\x45RROR_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45RROR_KIND_TIMEOUT\x10\x01\x12!\n\x1d\x45RROR_KIND_RESOURCE_EXHAUSTED\x10\x02\x12\x19\n\x15\x45RROR_KIND_DEPENDENCY\x10\x03\x12\x1c\n\x18\x45RROR_KIND_INVALID_INPUT\x10\x04\x12\x17\n\x13\x45RROR_KIND_INTERNAL\x10\x05\x12\x16\n\x12\x45RROR_KIND_UNKNOWN\x10\x06\x42@Z>github.com/stateward/stateward/gen/go/stateward/v1;statewardv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +34,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stateward.v1.common_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z>github.com/stateward/stateward/gen/go/stateward/v1;statewardv1'
-  _globals['_ERRORKIND']._serialized_start=232
-  _globals['_ERRORKIND']._serialized_end=436
-  _globals['_ERRORDETAIL']._serialized_start=77
-  _globals['_ERRORDETAIL']._serialized_end=229
+  _globals['_ERRORKIND']._serialized_start=343
+  _globals['_ERRORKIND']._serialized_end=547
+  _globals['_ERRORDETAIL']._serialized_start=104
+  _globals['_ERRORDETAIL']._serialized_end=256
+  _globals['_ITEMSTATUS']._serialized_start=258
+  _globals['_ITEMSTATUS']._serialized_end=340
 # @@protoc_insertion_point(module_scope)

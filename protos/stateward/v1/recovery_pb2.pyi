@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from stateward.v1 import common_pb2 as _common_pb2
 from stateward.v1 import execution_pb2 as _execution_pb2
 from stateward.v1 import lifecycle_pb2 as _lifecycle_pb2
 from google.protobuf.internal import containers as _containers
@@ -155,6 +156,46 @@ class ListCheckpointsResponse(_message.Message):
     checkpoints: _containers.RepeatedCompositeFieldContainer[Checkpoint]
     next_page_token: str
     def __init__(self, checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class BatchCreateCheckpointsRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateCheckpointRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateCheckpointRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateCheckpointsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CreateCheckpointResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[CreateCheckpointResult, _Mapping]]] = ...) -> None: ...
+
+class CreateCheckpointResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: CreateCheckpointResponse
+    error: _common_pb2.ItemStatus
+    def __init__(self, response: _Optional[_Union[CreateCheckpointResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ItemStatus, _Mapping]] = ...) -> None: ...
+
+class BatchListCheckpointsRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[ListCheckpointsRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[ListCheckpointsRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchListCheckpointsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ListCheckpointsResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ListCheckpointsResult, _Mapping]]] = ...) -> None: ...
+
+class ListCheckpointsResult(_message.Message):
+    __slots__ = ("response", "error")
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    response: ListCheckpointsResponse
+    error: _common_pb2.ItemStatus
+    def __init__(self, response: _Optional[_Union[ListCheckpointsResponse, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.ItemStatus, _Mapping]] = ...) -> None: ...
 
 class DownloadCheckpointRequest(_message.Message):
     __slots__ = ("checkpoint_id",)

@@ -59,6 +59,16 @@ class RecoveryServiceStub:
                 request_serializer=stateward_dot_v1_dot_recovery__pb2.ListCheckpointsRequest.SerializeToString,
                 response_deserializer=stateward_dot_v1_dot_recovery__pb2.ListCheckpointsResponse.FromString,
                 _registered_method=True)
+        self.BatchCreateCheckpoints = channel.unary_unary(
+                '/stateward.v1.RecoveryService/BatchCreateCheckpoints',
+                request_serializer=stateward_dot_v1_dot_recovery__pb2.BatchCreateCheckpointsRequest.SerializeToString,
+                response_deserializer=stateward_dot_v1_dot_recovery__pb2.BatchCreateCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.BatchListCheckpoints = channel.unary_unary(
+                '/stateward.v1.RecoveryService/BatchListCheckpoints',
+                request_serializer=stateward_dot_v1_dot_recovery__pb2.BatchListCheckpointsRequest.SerializeToString,
+                response_deserializer=stateward_dot_v1_dot_recovery__pb2.BatchListCheckpointsResponse.FromString,
+                _registered_method=True)
         self.DownloadCheckpoint = channel.unary_stream(
                 '/stateward.v1.RecoveryService/DownloadCheckpoint',
                 request_serializer=stateward_dot_v1_dot_recovery__pb2.DownloadCheckpointRequest.SerializeToString,
@@ -144,6 +154,25 @@ class RecoveryServiceServicer:
 
     def ListCheckpoints(self, request, context):
         """Lists checkpoints, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchCreateCheckpoints(self, request, context):
+        """CreateCheckpoint for several callers in one call, for clients that
+        coalesce the calls of concurrent callers (the Python LangGraph saver
+        does). Not atomic: each request succeeds or fails on its own, exactly as
+        its own CreateCheckpoint would, and the results come in request order.
+        At most 100 requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchListCheckpoints(self, request, context):
+        """ListCheckpoints for several callers in one call: each request is answered
+        on its own, in request order. At most 100 requests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -252,6 +281,16 @@ def add_RecoveryServiceServicer_to_server(servicer, server):
                     servicer.ListCheckpoints,
                     request_deserializer=stateward_dot_v1_dot_recovery__pb2.ListCheckpointsRequest.FromString,
                     response_serializer=stateward_dot_v1_dot_recovery__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'BatchCreateCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateCheckpoints,
+                    request_deserializer=stateward_dot_v1_dot_recovery__pb2.BatchCreateCheckpointsRequest.FromString,
+                    response_serializer=stateward_dot_v1_dot_recovery__pb2.BatchCreateCheckpointsResponse.SerializeToString,
+            ),
+            'BatchListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchListCheckpoints,
+                    request_deserializer=stateward_dot_v1_dot_recovery__pb2.BatchListCheckpointsRequest.FromString,
+                    response_serializer=stateward_dot_v1_dot_recovery__pb2.BatchListCheckpointsResponse.SerializeToString,
             ),
             'DownloadCheckpoint': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadCheckpoint,
@@ -417,6 +456,60 @@ class RecoveryService:
             '/stateward.v1.RecoveryService/ListCheckpoints',
             stateward_dot_v1_dot_recovery__pb2.ListCheckpointsRequest.SerializeToString,
             stateward_dot_v1_dot_recovery__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateward.v1.RecoveryService/BatchCreateCheckpoints',
+            stateward_dot_v1_dot_recovery__pb2.BatchCreateCheckpointsRequest.SerializeToString,
+            stateward_dot_v1_dot_recovery__pb2.BatchCreateCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateward.v1.RecoveryService/BatchListCheckpoints',
+            stateward_dot_v1_dot_recovery__pb2.BatchListCheckpointsRequest.SerializeToString,
+            stateward_dot_v1_dot_recovery__pb2.BatchListCheckpointsResponse.FromString,
             options,
             channel_credentials,
             insecure,
