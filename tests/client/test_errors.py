@@ -219,3 +219,37 @@ def test_status_that_disagrees_with_the_call_is_still_decoded(
 def test_an_answer_is_not_an_error(fake: FakeServer, call: Callable[..., Any]) -> None:
     fake.handlers["GetAgent"] = lambda request: lifecycle_pb2.GetAgentResponse(agent=agent_pb())
     assert call("get_agent", "a1").agent_id == "a1"
+
+
+def test_a_batch_item_status_maps_like_a_call_status() -> None:
+    # What one failed request of a batch call carries (ItemStatus has Status's fields).
+    status = rich_status(
+        grpc.StatusCode.NOT_FOUND,
+        "agent 'a1' not found",
+        error_info("AGENT_NOT_FOUND", agent_id="a1"),
+        error_details_pb2.RequestInfo(request_id="req-9"),
+    )
+    error = errors.from_status(status)
+    assert isinstance(error, NotFound)
+    assert (error.code, error.reason, error.details, error.request_id) == (
+        grpc.StatusCode.NOT_FOUND,
+        "AGENT_NOT_FOUND",
+        {"agent_id": "a1"},
+        "req-9",
+    )
+    assert str(error).startswith("agent 'a1' not found")
+    bad = errors.from_status(
+        rich_status(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invalid",
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field="labels", description="x")
+                ]
+            ),
+        )
+    )
+    assert isinstance(bad, InvalidArgument)
+    assert bad.field_violations == [FieldViolation("labels", "x")]
+    unknown = errors.from_status(rich_status(grpc.StatusCode.UNKNOWN, ""))
+    assert isinstance(unknown, ServerError) and unknown.code is grpc.StatusCode.UNKNOWN
