@@ -6,7 +6,10 @@ Decision order (first match wins):
 2. The state version the agent points at cannot be read: RESTORE_CHECKPOINT when a
    verified checkpoint exists, else MANUAL_INTERVENTION.
 3. A current failure (the newest failing task run that still needs work, else the
-   agent's own error when it is in ERROR), by its *effective* kind:
+   agent's own error when it is in ERROR):
+   - an INTERRUPTED task run (its lease ran out while no server was running, so the
+     work was cut off, not slow): RETRY_WITH_BACKOFF, as below;
+   then by its *effective* kind:
    - TIMEOUT: RETRY_WITH_LONGER_TIMEOUT, previous timeout x factor, capped;
    - RESOURCE_EXHAUSTED: RETRY_WITH_BACKOFF, exponential delay from the attempt count
      with jitter, capped;
@@ -176,6 +179,16 @@ def plan(facts: Facts, policy: Policy, rand: Callable[[], float] = random.random
     if failure is not None:
         kind = effective_kind(failure)
         described = _describe(failure)
+        if failure.task_status == "INTERRUPTED":
+            # The sweeper records these with kind TIMEOUT (a lease did run out), but a
+            # longer timeout would not help: the worker lost its server, not its time.
+            delay = backoff_delay_us(failure.attempt, policy, rand)
+            return Plan(
+                Strategy.RETRY_WITH_BACKOFF,
+                f"{described}; it was cut off while no Stateward server was running, not by "
+                f"its own failure, so retry it after {_seconds(delay)}",
+                retry_delay_us=delay,
+            )
         if kind is ErrorKind.TIMEOUT:
             timeout = longer_timeout_us(failure, policy)
             capped = " (the configured cap)" if timeout == policy.timeout_cap_us else ""

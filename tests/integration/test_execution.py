@@ -19,7 +19,14 @@ from grpc_status import rpc_status
 
 from stateward.server.config import Settings
 from stateward.server.domain.runs import DEFAULT_HEARTBEAT_TIMEOUT_US
-from stateward.v1 import common_pb2, execution_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
+from stateward.v1 import (
+    common_pb2,
+    execution_pb2_grpc,
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+    recovery_pb2,
+    recovery_pb2_grpc,
+)
 from stateward.v1 import execution_pb2 as ex
 from tests.support.postgres import free_port
 from tests.support.server import ServerProcess, ServerThread
@@ -677,6 +684,12 @@ def _interrupted_after_restart(server: ServerThread, api: Api) -> None:
     assert api.get_run(other_run.run_id).status == RUN.RUN_STATUS_RUNNING
     types = [e.type for e in api.events(run_id=run.run_id)]
     assert types[-2:] == ["task.interrupted", "run.interrupted"]
+    # The work was cut off, not slow: the plan is a plain retry, not a longer timeout.
+    recovery = recovery_pb2_grpc.RecoveryServiceStub(api.channel)
+    plan = recovery.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id=agent)).plan
+    assert plan.strategy == recovery_pb2.RECOVERY_STRATEGY_RETRY_WITH_BACKOFF
+    assert plan.last_failure.task_run_id == lost.task_run_id
+    assert "no Stateward server was running" in plan.explanation
 
 
 def test_sigkill_while_tasks_run_leaves_them_interrupted_after_restart(tmp_path: Path) -> None:

@@ -138,7 +138,17 @@ CASES = [
         facts(
             failure=task_failure(ErrorKind.UNSPECIFIED, "server restarted", status="INTERRUPTED")
         ),
-        Strategy.MANUAL_INTERVENTION,
+        Strategy.RETRY_WITH_BACKOFF,
+    ),
+    (
+        "interrupted task, as the sweeper records it (kind TIMEOUT): no longer timeout",
+        facts(failure=task_failure(ErrorKind.TIMEOUT, "lease expired", status="INTERRUPTED")),
+        Strategy.RETRY_WITH_BACKOFF,
+    ),
+    (
+        "timed-out task of kind TIMEOUT",
+        facts(failure=task_failure(ErrorKind.TIMEOUT, "lease expired", status="TIMED_OUT")),
+        Strategy.RETRY_WITH_LONGER_TIMEOUT,
     ),
     (
         "state unreadable, checkpoint exists",
