@@ -3,7 +3,8 @@
 The small database is built over RPC; the bulk (to 1M events, 100k agents, 100k task
 runs) is inserted straight into the tables with SQLAlchemy Core executemany while
 the server is stopped, which is what a year of traffic would leave behind, minus
-the hours it would take to push it through the API.
+the hours it would take to push it through the API. Bulk events are stored as the
+server stores AppendEvents batches: packed rows of ``PACK`` events of one run.
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from sqlalchemy import create_engine, func, insert, select, update
 from bench.scenarios import document
 from bench.seed import seed
 from bench.server import Stateward
-from stateward.storage import schema
+from stateward.storage import event_packs, schema
 from stateward.v1 import execution_pb2, execution_pb2_grpc
 
 NAMESPACE = "default"
 BATCH = 20_000
+PACK = 100
+"""Events per bulk row: each row is one AppendEvents batch of 100 events of one run, as
+the server stores it (storage/event_packs.py), the runs taking turns."""
 
 
 async def _small(target: str, run_id: str, events: int, tasks: int) -> None:
@@ -120,26 +124,33 @@ def _bulk(data_dir: Path, events: int, agents: int, tasks: int) -> int:
         for i in range(0, len(task_rows), BATCH):
             conn.execute(insert(schema.task_runs), task_rows[i : i + BATCH])
         seq = head
-        remaining = events - head
-        while remaining > 0:
-            n = min(BATCH, remaining)
-            conn.execute(
-                insert(schema.events),
-                [
+        packed = event_packs.pack([data] * PACK, None, [None] * PACK)
+        made = 0  # rows
+        while seq < events:
+            chunk = []
+            for _ in range(BATCH // PACK):
+                span = min(PACK, events - seq)
+                if span <= 0:
+                    break
+                run = runs[made % len(runs)]
+                body = (
+                    packed if span == PACK else event_packs.pack([data] * span, None, [None] * span)
+                )
+                chunk.append(
                     dict(
                         namespace=NAMESPACE,
-                        sequence=seq + k + 1,
+                        sequence=seq + span,
+                        span=span,
                         type="bench.bulk",
-                        agent_id=f"bulk-{(seq + k) % agents:07d}",
-                        run_id=runs[(seq + k) % len(runs)]["run_id"],
-                        data=data,
-                        created_at=now + seq + k,
+                        agent_id=run["agent_id"],
+                        run_id=run["run_id"],
+                        data=body if span > 1 else data,
+                        created_at=now + seq + span,
                     )
-                    for k in range(n)
-                ],
-            )
-            seq += n
-            remaining -= n
+                )
+                seq += span
+                made += 1
+            conn.execute(insert(schema.events), chunk)
         conn.execute(
             update(schema.namespaces)
             .where(schema.namespaces.c.namespace == NAMESPACE)
