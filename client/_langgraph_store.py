@@ -20,6 +20,7 @@ without those methods each request goes alone.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ from stateward.v1.common_pb2 import ItemStatus
 from ._coalesce import AsyncCoalescer, Coalescer, Outcome
 from ._langgraph_codec import AGENT_LABELS, AGENT_TYPE, Manifest, plain_thread_id
 from ._operation import RECOVERY, Prepared, Rpc
+from ._options import RetryPolicy
 from .aio import AsyncClient
 from .errors import (
     AlreadyExists,
@@ -56,6 +58,14 @@ BATCHED_PAYLOAD = 64 << 10
 """Creates with payloads up to this size are coalesced; bigger ones go alone."""
 MAX_BATCH = 64
 """Requests per coalesced call (the server takes up to 100)."""
+BATCH_BYTES = 1 << 20
+"""Most request bytes in one coalesced create call (the server's limit is 8 MiB by
+default); its first request goes whatever it weighs."""
+UNBATCHED_FOR = 60.0
+"""Seconds a store sends one call per request after a server answered a batch call
+UNIMPLEMENTED (a replica older than batch calls, say during an upgrade)."""
+ANSWER_FULL = "BATCH_ANSWER_FULL"
+"""The reason of a batch item the server had no room left to answer."""
 
 CREATE = Rpc(RECOVERY, "CreateCheckpoint")
 LIST = Rpc(RECOVERY, "ListCheckpoints")
@@ -115,6 +125,35 @@ def _pages(
     ]
 
 
+def _weight(request: pb.CreateCheckpointRequest) -> int:
+    return request.ByteSize()
+
+
+class _Batching:
+    """Whether batch calls are in use, and which failed items go again alone."""
+
+    def __init__(self, retry: RetryPolicy) -> None:
+        self.retry = retry
+        self.off_until = 0.0
+
+    @property
+    def on(self) -> bool:
+        return time.monotonic() >= self.off_until
+
+    def turn_off(self) -> None:
+        self.off_until = time.monotonic() + UNBATCHED_FOR
+
+    def again(self, outcome: Outcome[Any]) -> bool:
+        """A failed item goes again alone when the batch's answer had no room for it, or
+        when its own call would be retried (the alone call retries it then)."""
+        if not isinstance(outcome, StatewardError):
+            return False
+        code = outcome.code
+        return outcome.reason == ANSWER_FULL or (
+            code is not None and self.retry.should_retry(code, 1)
+        )
+
+
 def _batch_create(requests: list[pb.CreateCheckpointRequest]) -> Prepared[list[Outcome[None]]]:
     return Prepared(pb.BatchCreateCheckpointsRequest(requests=requests), _created)
 
@@ -133,8 +172,10 @@ class SyncStore:
         self.known_agents = known_agents
         self.thread_ids: dict[str, str] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._batching = True  # until the server answers UNIMPLEMENTED
-        self._creates = Coalescer(self._send_creates, MAX_BATCH)
+        self._batching = _Batching(client.options.retry)
+        self._creates = Coalescer(
+            self._send_creates, MAX_BATCH, weight=_weight, max_weight=BATCH_BYTES
+        )
         self._lists = Coalescer(self._send_lists, MAX_BATCH)
 
     def close(self) -> None:
@@ -155,7 +196,10 @@ class SyncStore:
         """Every checkpoint manifest of ``agent_id`` ("" for the namespace) carrying
         ``labels``, newest first; with ``payloads``, inline payloads too."""
         call = _listing(agent_id, labels, payloads)
-        found, token = self._lists.call(call.request)
+        if self._batching.on:
+            found, token = self._lists.call(call.request)
+        else:
+            found, token = self.client._send(LIST, call)
         while token:
             call = call.with_page_token(token)
             page, token = self.client._send(LIST, call)
@@ -163,22 +207,33 @@ class SyncStore:
         return found
 
     def _send_creates(self, requests: list[pb.CreateCheckpointRequest]) -> list[Outcome[None]]:
-        if self._batching:
-            try:
-                return self.client._send(BATCH_CREATE, _batch_create(requests))
-            except Unimplemented:
-                self._batching = False  # a server older than batch calls
-        return [self._alone(CREATE, Prepared(r, _ignore)) for r in requests]
+        return self._send_batch(BATCH_CREATE, _batch_create(requests), CREATE, _ignore)
 
     def _send_lists(
         self, requests: list[pb.ListCheckpointsRequest]
     ) -> list[Outcome[tuple[list[Manifest], str]]]:
-        if self._batching:
-            try:
-                return self.client._send(BATCH_LIST, _batch_list(requests))
-            except Unimplemented:
-                self._batching = False
-        return [self._alone(LIST, Prepared(r, _page)) for r in requests]
+        return self._send_batch(BATCH_LIST, _batch_list(requests), LIST, _page)
+
+    def _send_batch(
+        self,
+        batch_rpc: Rpc,
+        batch: Prepared[list[Outcome[T]]],
+        rpc: Rpc,
+        convert: Callable[[Any], T],
+    ) -> list[Outcome[T]]:
+        requests = list(batch.request.requests)
+        outcomes: list[Outcome[T]]
+        try:
+            outcomes = self.client._send(batch_rpc, batch)
+        except Unimplemented:
+            self._batching.turn_off()  # an older server: one call per request for a while
+            outcomes = [Unimplemented("not sent")] * len(requests)
+        return [
+            self._alone(rpc, Prepared(r, convert))
+            if isinstance(o, Unimplemented) or self._batching.again(o)
+            else o
+            for r, o in zip(requests, outcomes, strict=True)
+        ]
 
     def _alone(self, rpc: Rpc, call: Prepared[T]) -> Outcome[T]:
         try:
@@ -226,7 +281,7 @@ class SyncStore:
         self.known_agents.add(agent_id)
 
     def _create(self, agent_id: str, payload: bytes, labels: Mapping[str, str]) -> None:
-        if len(payload) <= BATCHED_PAYLOAD:
+        if len(payload) <= BATCHED_PAYLOAD and self._batching.on:
             self._creates.call(_creating(agent_id, payload, labels).request)
         elif len(payload) <= INLINE_LIMIT:
             self.client._send(CREATE, _creating(agent_id, payload, labels))
@@ -281,8 +336,10 @@ class AsyncStore:
         self.known_agents = known_agents
         self.thread_ids: dict[str, str] = {}
         self._limit = asyncio.Semaphore(PARALLEL)
-        self._batching = True
-        self._creates = AsyncCoalescer(self._send_creates, MAX_BATCH)
+        self._batching = _Batching(client.options.retry)
+        self._creates = AsyncCoalescer(
+            self._send_creates, MAX_BATCH, weight=_weight, max_weight=BATCH_BYTES
+        )
         self._lists = AsyncCoalescer(self._send_lists, MAX_BATCH)
 
     async def close(self) -> None:
@@ -299,7 +356,10 @@ class AsyncStore:
         self, agent_id: str, labels: Mapping[str, str] | None = None, *, payloads: bool = False
     ) -> list[Manifest]:
         call = _listing(agent_id, labels, payloads)
-        found, token = await self._lists.call(call.request)
+        if self._batching.on:
+            found, token = await self._lists.call(call.request)
+        else:
+            found, token = await self.client._send(LIST, call)
         while token:
             call = call.with_page_token(token)
             page, token = await self.client._send(LIST, call)
@@ -309,22 +369,38 @@ class AsyncStore:
     async def _send_creates(
         self, requests: list[pb.CreateCheckpointRequest]
     ) -> list[Outcome[None]]:
-        if self._batching:
-            try:
-                return await self.client._send(BATCH_CREATE, _batch_create(requests))
-            except Unimplemented:
-                self._batching = False
-        return [await self._alone(CREATE, Prepared(r, _ignore)) for r in requests]
+        return await self._send_batch(BATCH_CREATE, _batch_create(requests), CREATE, _ignore)
 
     async def _send_lists(
         self, requests: list[pb.ListCheckpointsRequest]
     ) -> list[Outcome[tuple[list[Manifest], str]]]:
-        if self._batching:
-            try:
-                return await self.client._send(BATCH_LIST, _batch_list(requests))
-            except Unimplemented:
-                self._batching = False
-        return [await self._alone(LIST, Prepared(r, _page)) for r in requests]
+        return await self._send_batch(BATCH_LIST, _batch_list(requests), LIST, _page)
+
+    async def _send_batch(
+        self,
+        batch_rpc: Rpc,
+        batch: Prepared[list[Outcome[T]]],
+        rpc: Rpc,
+        convert: Callable[[Any], T],
+    ) -> list[Outcome[T]]:
+        requests = list(batch.request.requests)
+        outcomes: list[Outcome[T]]
+        try:
+            outcomes = await self.client._send(batch_rpc, batch)
+        except Unimplemented:
+            self._batching.turn_off()
+            outcomes = [Unimplemented("not sent")] * len(requests)
+        again = [isinstance(o, Unimplemented) or self._batching.again(o) for o in outcomes]
+        resent = iter(
+            await asyncio.gather(
+                *(
+                    self._alone(rpc, Prepared(r, convert))
+                    for r, go in zip(requests, again, strict=True)
+                    if go
+                )
+            )
+        )
+        return [next(resent) if go else o for o, go in zip(outcomes, again, strict=True)]
 
     async def _alone(self, rpc: Rpc, call: Prepared[T]) -> Outcome[T]:
         try:
@@ -371,7 +447,7 @@ class AsyncStore:
         self.known_agents.add(agent_id)
 
     async def _create(self, agent_id: str, payload: bytes, labels: Mapping[str, str]) -> None:
-        if len(payload) <= BATCHED_PAYLOAD:
+        if len(payload) <= BATCHED_PAYLOAD and self._batching.on:
             await self._creates.call(_creating(agent_id, payload, labels).request)
         elif len(payload) <= INLINE_LIMIT:
             await self.client._send(CREATE, _creating(agent_id, payload, labels))

@@ -105,6 +105,12 @@ class ResourceExhausted(DomainError):
     reason = "RESOURCE_EXHAUSTED"
 
 
+class BatchAnswerFull(ResourceExhausted):
+    """A batch's answer had no room left for this request: send it again (alone fits)."""
+
+    reason = "BATCH_ANSWER_FULL"
+
+
 class Unavailable(DomainError):
     reason = "UNAVAILABLE"
 

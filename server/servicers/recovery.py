@@ -245,11 +245,19 @@ def _duration(message: Any, field: str) -> int | None:
 
 class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
     def __init__(
-        self, checkpoints: CheckpointService, recovery: RecoveryService, retention: RetentionService
+        self,
+        checkpoints: CheckpointService,
+        recovery: RecoveryService,
+        retention: RetentionService,
+        *,
+        max_message_bytes: int = 8 << 20,
     ) -> None:
         self.checkpoints = checkpoints
         self.recovery = recovery
         self.retention = retention
+        # A batch of listings answers within half the message limit (or with its first
+        # listing alone, when that is bigger), so batching never makes an answer too big.
+        self.batch_answer_bytes = min(BATCH_ANSWER_BYTES, max_message_bytes // 2)
 
     # -- checkpoints ----------------------------------------------------------------------
     @unary
@@ -373,7 +381,7 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
     async def BatchListCheckpoints(
         self, request: pb.BatchListCheckpointsRequest, context: Ctx
     ) -> pb.BatchListCheckpointsResponse:
-        # One read snapshot for them all: each listing is a few indexed lookups.
+        # One read job for them all: each listing is a few indexed lookups.
         requests = request.requests
         _check_batch(requests)
         pages = await self.checkpoints.list_many(
@@ -382,6 +390,7 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
                 (r.agent_id, r.page_size, r.page_token, dict(r.labels), r.include_payloads)
                 for r in requests
             ],
+            budget=self.batch_answer_bytes,
         )
         result = pb.ListCheckpointsResult
         return pb.BatchListCheckpointsResponse(
@@ -556,6 +565,9 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
 
 MAX_BATCH = 100
 """Requests per Batch* call."""
+BATCH_ANSWER_BYTES = 4 << 20
+"""About the most bytes of listings a BatchListCheckpoints answers with; the requests
+beyond answer BATCH_ANSWER_FULL (RESOURCE_EXHAUSTED) and are sent again by the client."""
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -627,14 +639,39 @@ async def probe_blob_store(blobs: BlobStore) -> None:
     """Refuse to start when the blob backend does not take ``blob_options``, rather than
     answer INTERNAL on the first checkpoint call. A store that does not answer is no
     reason to refuse: only checkpoint calls need it, and they answer UNAVAILABLE."""
+    loop = asyncio.get_running_loop()
+    answered: asyncio.Future[BaseException | None] = loop.create_future()
+
+    def probe() -> None:
+        outcome: BaseException | None = None
+        try:
+            blobs.probe()
+        except BaseException as error:
+            outcome = error
+        try:
+            loop.call_soon_threadsafe(_settle, answered, outcome)
+        except RuntimeError:  # the loop closed meanwhile
+            pass
+
+    # Its own daemon thread, not the loop's executor, which shutdown joins: a store that
+    # never answers must not hold up stopping the server.
+    threading.Thread(target=probe, name="stateward-blob-probe", daemon=True).start()
     try:
-        await asyncio.wait_for(asyncio.to_thread(blobs.probe), PROBE_TIMEOUT)
-    except TypeError as error:
+        error = await asyncio.wait_for(answered, PROBE_TIMEOUT)
+    except TimeoutError:
+        log.warning("the blob store %s did not answer within %g s", blobs.url, PROBE_TIMEOUT)
+        return
+    if isinstance(error, TypeError):
         raise ConfigError(
             f"blob_options: the {blobs.protocol}:// backend does not take them ({error})"
-        ) from None
-    except Exception as error:  # unreachable, denied, slow: log it and serve
+        )
+    if error is not None:  # unreachable, denied: log it and serve
         log.warning("the blob store %s did not answer at start-up: %r", blobs.url, error)
+
+
+def _settle(future: asyncio.Future[BaseException | None], outcome: BaseException | None) -> None:
+    if not future.done():
+        future.set_result(outcome)
 
 
 def register(server: grpc.aio.Server, deps: Deps) -> None:
@@ -648,7 +685,9 @@ def register(server: grpc.aio.Server, deps: Deps) -> None:
     deps.extras["retention_service"] = retention
     if settings.retention_interval > 0:
         deps.background.append(retention.run_forever)
-    servicer = RecoveryServicer(checkpoints, recovery, retention)
+    servicer = RecoveryServicer(
+        checkpoints, recovery, retention, max_message_bytes=settings.max_message_bytes
+    )
     recovery_pb2_grpc.add_RecoveryServiceServicer_to_server(servicer, server)
     # Replaces the generated handlers: DownloadCheckpoint yields messages it encoded itself,
     # UploadCheckpoint takes its chunks from the raw request bytes.

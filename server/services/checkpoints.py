@@ -40,6 +40,7 @@ from stateward.server import metrics
 from stateward.server.domain import paging
 from stateward.server.domain import validation as check
 from stateward.server.domain.errors import (
+    BatchAnswerFull,
     Conflict,
     DataLoss,
     FailedPrecondition,
@@ -346,10 +347,12 @@ class CheckpointService:
         return query.page(await self.db.read(query.read))
 
     async def list_many(
-        self, namespace: str, queries: Sequence[ListQuery]
+        self, namespace: str, queries: Sequence[ListQuery], *, budget: int
     ) -> Sequence[Page | Exception]:
-        """Several listings in one read snapshot; each answers or fails on its own (a
-        database failure fails them all)."""
+        """Several listings in one read job; each answers or fails on its own (a database
+        failure fails them all). Their pages hold at most about ``budget`` bytes in all, the
+        first listing whatever it holds: the listings that find no room are read no further
+        and answer BatchAnswerFull."""
         parsed: list[_Listing | Exception] = []
         for agent_id, page_size, page_token, labels, with_payloads in queries:
             try:
@@ -361,14 +364,34 @@ class CheckpointService:
             except InvalidArgument as error:
                 parsed.append(error)
         listings = [q for q in parsed if isinstance(q, _Listing)]
-        found = iter(await self.db.read(lambda conn: [q.read(conn) for q in listings]))
+
+        def read(conn: Connection) -> list[list[CheckpointRecord]]:
+            found: list[list[CheckpointRecord]] = []
+            used = 0
+            for query in listings:
+                records = query.read(conn)
+                used += _answer_bytes(records)
+                if found and used > budget:
+                    break
+                found.append(records)
+            return found
+
+        found = iter(await self.db.read(read))
+        full = BatchAnswerFull(
+            f"the batch's answer reached its {budget}-byte limit before this request; "
+            "send it again, alone or in a smaller batch"
+        )
         pages: list[Page | Exception] = []
         for query in parsed:
             if isinstance(query, Exception):
                 pages.append(query)
                 continue
+            records = next(found, None)
+            if records is None:
+                pages.append(full)
+                continue
             try:
-                pages.append(query.page(next(found)))
+                pages.append(query.page(records))
             except DataLoss as error:
                 pages.append(error)
         return pages
@@ -615,6 +638,20 @@ class _Listing:
         found = found[: self.size]
         digest = self.digest or _filter_digest(self.agent_id, self.labels)
         return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
+
+
+_MANIFEST_BYTES = 160
+"""About what a manifest without labels or payload takes in an answer (ids, sha256, times)."""
+
+
+def _answer_bytes(records: list[CheckpointRecord]) -> int:
+    """About the bytes ``records`` take in a listing's answer."""
+    return sum(
+        _MANIFEST_BYTES
+        + len(r.payload or b"")
+        + sum(len(k) + len(v) + 6 for k, v in r.labels.items())
+        for r in records
+    )
 
 
 def _filter_digest(agent_id: str, labels: dict[str, str]) -> str:

@@ -33,10 +33,11 @@ from langgraph.checkpoint.conformance.test_utils import (
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from stateward.client import Client
+from stateward.client import Client, RetryPolicy
 from stateward.client import _langgraph_codec as codec
 from stateward.client._langgraph_store import INLINE_LIMIT
 from stateward.client.langgraph import StatewardSaver
+from stateward.storage.errors import StorageUnavailable
 from tests.support.server import ServerThread
 
 
@@ -402,11 +403,67 @@ def test_a_server_without_batch_calls_gets_one_call_per_request(
             request_serializer=lambda m: m.SerializeToString(),
         )
         stored = put(saver, "old-1")
-        assert saver._sync._batching is False
+        assert not saver._sync._batching.on  # for a while: each request goes alone
         tup = saver.get_tuple(stored)
         assert tup is not None and tup.checkpoint["channel_values"] == {"v": "old-1"}
         saver.put_writes(stored, [("ch", 1)], "task-1")
         assert saver.get_tuple(stored).pending_writes == [("task-1", "ch", 1)]  # type: ignore[union-attr]
+
+
+def test_a_request_that_fails_transiently_in_a_batch_is_retried(
+    sqlite_server: ServerThread,
+) -> None:
+    with StatewardSaver(sqlite_server.target) as saver:
+        put(saver, "blip")  # the thread's agent exists
+        db = sqlite_server.server.db  # type: ignore[union-attr]
+        write, failures = db.write, [1]
+
+        async def blip(fn: Any) -> Any:  # the next write fails as a database blip does
+            if failures[0]:
+                failures[0] -= 1
+                raise StorageUnavailable("database error: OperationalError")
+            return await write(fn)
+
+        db.write = blip
+        try:
+            stored = put(saver, "blip")  # a batch of one; its item answers UNAVAILABLE
+        finally:
+            db.write = write
+        assert failures == [0] and saver.get_tuple(stored) is not None
+
+
+def test_coalesced_listings_too_big_for_one_answer_go_again_alone(
+    sqlite_server: ServerThread,
+) -> None:
+    # Without retries: these requests go again for want of room, not as a retry.
+    client = Client.connect(sqlite_server.target, retry=RetryPolicy.disabled())
+    with client, StatewardSaver(client) as saver:
+        store = saver._sync
+        store._ensure_agent("lg.big", "big")
+        for n in range(16):  # a page of payloads: ~1 MiB, a quarter of a batch's answer
+            store._create("lg.big", bytes([n]) * (60 << 10), {"n": str(n)})
+        sizes: list[int] = []
+        send_lists, queued = store._send_lists, threading.Event()
+
+        def lists(requests: Any) -> Any:
+            if not sizes:
+                assert queued.wait(10)
+            sizes.append(len(requests))
+            return send_lists(requests)
+
+        store._lists._send = lists
+        with ThreadPoolExecutor(10) as pool:
+            running = [
+                pool.submit(lambda: store.manifests("lg.big", payloads=True)) for _ in range(10)
+            ]
+            for _ in range(1000):
+                if len(store._lists._waiting) == 9:
+                    break
+                threading.Event().wait(0.005)
+            queued.set()
+            listed = [r.result(30) for r in running]
+        assert sizes == [1, 9]  # nine in one batch; those without room went again alone
+        assert all(len(found) == 16 and found[0].payload for found in listed)
 
 
 async def test_async_graph_threads_share_batch_calls(sqlite_server: ServerThread) -> None:

@@ -20,6 +20,7 @@ import grpc
 import pytest
 import sqlalchemy
 from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2
 
 from stateward.server.config import ConfigError, Settings
 from stateward.server.services.checkpoints import INLINE_MAX, PAYLOAD_PAGE
@@ -299,6 +300,27 @@ def test_batch_list_answers_each_request_on_its_own(client: Client) -> None:
         pb.ListCheckpointsRequest(agent_id=agent, page_size=2, page_token=first.next_page_token)
     )
     assert [c.checkpoint_id for c in rest.checkpoints] == [made[0].checkpoint_id]
+
+
+def test_a_batch_of_listings_answers_within_its_byte_budget(client: Client) -> None:
+    agent = client.agent()
+    for n in range(PAYLOAD_PAGE):  # a page of payloads is about 1 MiB
+        client.create(agent, bytes([n]) * (60 << 10))
+    listing = pb.ListCheckpointsRequest(agent_id=agent, include_payloads=True)
+    batch = pb.BatchListCheckpointsRequest(requests=[listing] * 8)
+    results = client.recovery.BatchListCheckpoints(batch).results
+    served = [r for r in results if r.WhichOneof("result") == "response"]
+    # Half the server's 8 MiB message limit: four pages fit, the rest are refused alone.
+    assert len(served) == 4 and results[:4] == served
+    for refused in results[4:]:
+        assert status_of(refused.error) == ("RESOURCE_EXHAUSTED", "google.rpc.ErrorInfo")
+        info = error_details_pb2.ErrorInfo()
+        refused.error.details[0].Unpack(info)
+        assert info.reason == "BATCH_ANSWER_FULL"
+    assert all(len(r.response.checkpoints) == PAYLOAD_PAGE for r in served)
+    # The first listing is answered whatever it holds.
+    alone = client.recovery.BatchListCheckpoints(pb.BatchListCheckpointsRequest(requests=[listing]))
+    assert alone.results[0].WhichOneof("result") == "response"
 
 
 def test_batches_hold_one_to_a_hundred_requests(client: Client) -> None:
@@ -780,7 +802,7 @@ def test_blob_options_the_backend_does_not_take_refuse_the_start(
         client.close()
     finally:
         running.close()
-    assert any("did not answer at start-up" in r.getMessage() for r in caplog.records)
+    assert any("did not answer" in r.getMessage() for r in caplog.records)
 
 
 # -- a crash in the middle of an upload -----------------------------------------------------------
