@@ -11,9 +11,32 @@ import base64
 import binascii
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from stateward.server.domain.errors import InvalidArgument
+
+T = TypeVar("T")
+
+MESSAGE_MARGIN = 64 << 10
+"""Room in a response for everything besides its records' variable parts."""
+
+
+def page_budget(max_message_bytes: int) -> int:
+    """The bytes of records one list response may carry under the message limit."""
+    return max(max_message_bytes - MESSAGE_MARGIN, max_message_bytes // 2)
+
+
+def fitting(items: Sequence[T], size: int, weigh: Callable[[T], int], budget: int) -> int:
+    """How many of the first ``size`` of ``items`` one page holds: as many as ``budget``
+    bytes allow, by ``weigh``, and at least one. A page cut short by bytes still has a
+    token, so a caller pages on; page_size is a maximum, as in Google's API guidelines."""
+    used = 0
+    for count, item in enumerate(items[:size]):
+        used += weigh(item)
+        if count and used > budget:
+            return count
+    return min(size, len(items))
 
 
 def filter_digest(*parts: Any) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from stateward.server.deps import Deps
+from stateward.server.domain import paging
 from stateward.server.domain.errors import InvalidArgument
 from stateward.server.domain.runs import RunStatus, TaskStatus
 from stateward.server.events_bus import EventBus
@@ -409,7 +410,8 @@ def register(server: grpc.aio.Server, deps: Deps) -> None:
     if bus.notifier is not None:
         deps.background.extend([bus.listen, bus.poll])
     deps.shutdown.append(bus.close)
-    servicer = ExecutionServicer(ExecutionService(deps.db, bus))
+    page_bytes = paging.page_budget(deps.settings.max_message_bytes)
+    servicer = ExecutionServicer(ExecutionService(deps.db, bus, page_bytes=page_bytes))
     handlers = _Handlers()
     execution_pb2_grpc.add_ExecutionServiceServicer_to_server(servicer, handlers)
     # SubscribeEvents sends bytes encoded once per event for all subscribers: no serializer.

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 
 from stateward.server.deps import Deps
+from stateward.server.domain import paging
 from stateward.server.domain.errors import InvalidArgument
 from stateward.server.domain.lifecycle import Action
 from stateward.server.rpc import convert
@@ -184,5 +185,7 @@ class LifecycleServicer(lifecycle_pb2_grpc.LifecycleServiceServicer):
 
 
 def register(server: grpc.aio.Server, deps: Deps) -> None:
-    service = LifecycleService(deps.db)
+    service = LifecycleService(
+        deps.db, page_bytes=paging.page_budget(deps.settings.max_message_bytes)
+    )
     lifecycle_pb2_grpc.add_LifecycleServiceServicer_to_server(LifecycleServicer(service), server)

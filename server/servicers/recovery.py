@@ -16,6 +16,7 @@ import grpc
 
 from stateward.server.config import ConfigError, Settings
 from stateward.server.deps import Deps
+from stateward.server.domain import paging
 from stateward.server.domain.errors import InvalidArgument
 from stateward.server.domain.planner import Strategy
 from stateward.server.rpc import convert, decoding, status
@@ -679,7 +680,12 @@ def register(server: grpc.aio.Server, deps: Deps) -> None:
     blobs = blob_store(settings)
     deps.extras["blob_store"] = blobs
     deps.startup.append(lambda: probe_blob_store(blobs))
-    checkpoints = CheckpointService(deps.db, blobs, state_history=settings.state_history)
+    checkpoints = CheckpointService(
+        deps.db,
+        blobs,
+        state_history=settings.state_history,
+        page_bytes=paging.page_budget(settings.max_message_bytes),
+    )
     recovery = RecoveryService(deps.db, checkpoints, policy_from(settings))
     retention = RetentionService(deps.db, blobs, settings, storage_options(settings))
     deps.extras["retention_service"] = retention

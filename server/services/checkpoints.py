@@ -105,10 +105,13 @@ def new_checkpoint_id(now: int) -> str:
 
 
 class CheckpointService:
-    def __init__(self, db: Database, blobs: BlobStore, *, state_history: int) -> None:
+    def __init__(
+        self, db: Database, blobs: BlobStore, *, state_history: int, page_bytes: int = 8 << 20
+    ) -> None:
         self.db = db
         self.blobs = blobs
         self.state_history = max(1, state_history)
+        self.page_bytes = page_bytes  # the manifest bytes one list response may carry
 
     # -- create and upload ------------------------------------------------------------
     async def create(
@@ -344,7 +347,7 @@ class CheckpointService:
         """A page, newest first; ``with_payloads`` also returns inline payloads, verified
         (then a page holds at most ``PAYLOAD_PAGE`` checkpoints)."""
         query = _Listing.parse(namespace, agent_id, page_size, page_token, labels, with_payloads)
-        return query.page(await self.db.read(query.read))
+        return query.page(await self.db.read(query.read), self.page_bytes)
 
     async def list_many(
         self, namespace: str, queries: Sequence[ListQuery], *, budget: int
@@ -391,7 +394,7 @@ class CheckpointService:
                 pages.append(full)
                 continue
             try:
-                pages.append(query.page(records))
+                pages.append(query.page(records, self.page_bytes))
             except DataLoss as error:
                 pages.append(error)
         return pages
@@ -627,15 +630,19 @@ class _Listing:
             with_payloads=self.with_payloads,
         )
 
-    def page(self, found: list[CheckpointRecord]) -> tuple[list[CheckpointRecord], str]:
+    def page(
+        self, found: list[CheckpointRecord], budget: int
+    ) -> tuple[list[CheckpointRecord], str]:
         """The page of the rows read (one more than a page tells that more follow), its
-        inline payloads verified."""
+        inline payloads verified: at most ``size``, fewer when their bytes would not fit
+        in ``budget``."""
         for record in found:
             if record.payload is not None:
                 _check_inline(record, record.payload)
-        if len(found) <= self.size:
+        keep = paging.fitting(found, self.size, _manifest_bytes, budget)
+        if len(found) <= keep:
             return found, ""
-        found = found[: self.size]
+        found = found[:keep]
         digest = self.digest or _filter_digest(self.agent_id, self.labels)
         return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
 
@@ -644,14 +651,15 @@ _MANIFEST_BYTES = 160
 """About what a manifest without labels or payload takes in an answer (ids, sha256, times)."""
 
 
+def _manifest_bytes(r: CheckpointRecord) -> int:
+    """About the bytes a manifest takes in a listing's answer."""
+    labels = sum(len(k) + len(v) + 6 for k, v in r.labels.items())
+    return _MANIFEST_BYTES + len(r.payload or b"") + labels
+
+
 def _answer_bytes(records: list[CheckpointRecord]) -> int:
     """About the bytes ``records`` take in a listing's answer."""
-    return sum(
-        _MANIFEST_BYTES
-        + len(r.payload or b"")
-        + sum(len(k) + len(v) + 6 for k, v in r.labels.items())
-        for r in records
-    )
+    return sum(map(_manifest_bytes, records))
 
 
 def _filter_digest(agent_id: str, labels: dict[str, str]) -> str:

@@ -133,18 +133,51 @@ def _check_document(v: Violations, field: str, raw: bytes) -> bytes:
 
 
 def _page(
-    items: list[T], size: int, digest: str, cursor: Callable[[T], list[Any]]
+    items: list[T],
+    size: int,
+    digest: str,
+    cursor: Callable[[T], list[Any]],
+    weigh: Callable[[T], int],
+    budget: int,
 ) -> tuple[list[T], str]:
-    if len(items) > size:
-        items = items[:size]
+    """The page of ``items`` (read with one extra, which tells that more follow): at most
+    ``size`` of them, and fewer when their bytes would not fit in one response."""
+    keep = paging.fitting(items, size, weigh, budget)
+    if len(items) > keep:
+        items = items[:keep]
         return items, paging.encode(digest, cursor(items[-1]))
     return items, ""
 
 
+# What a record costs in a response, roughly: its variable-length fields plus the rest.
+def _error_bytes(error: ErrorRecord | None) -> int:
+    return 0 if error is None else len(error.message) + len(error.details)
+
+
+def _labels_bytes(labels: dict[str, str]) -> int:
+    return sum(len(k) + len(v) + 6 for k, v in labels.items())
+
+
+def _run_bytes(r: RunRecord) -> int:
+    return (
+        256 + len(r.input) + len(r.result or b"") + _labels_bytes(r.labels) + _error_bytes(r.error)
+    )
+
+
+def _task_bytes(r: TaskRunRecord) -> int:
+    variable = (r.input, r.result, r.progress, r.compensation)
+    return 256 + sum(len(b) for b in variable if b) + _error_bytes(r.error)
+
+
+def _event_bytes(r: EventRecord) -> int:
+    return 128 + len(r.data) + len(r.type)
+
+
 class ExecutionService:
-    def __init__(self, db: Database, bus: EventBus) -> None:
+    def __init__(self, db: Database, bus: EventBus, *, page_bytes: int = 8 << 20) -> None:
         self.db = db
         self.bus = bus
+        self.page_bytes = page_bytes  # the record bytes one list response may carry
         self._valid_types: set[str] = set()
 
     # -- workflow runs ------------------------------------------------
@@ -252,7 +285,9 @@ class ExecutionService:
                 limit=size,
             )
         )
-        return _page(rows, size, digest, lambda r: [r.created_at, r.run_id])
+        return _page(
+            rows, size, digest, lambda r: [r.created_at, r.run_id], _run_bytes, self.page_bytes
+        )
 
     async def complete_run(
         self, namespace: str, run_id: str, result: bytes, replay: Replay | None = None
@@ -582,7 +617,7 @@ class ExecutionService:
                 limit=size,
             )
         )
-        return _page(rows, size, digest, lambda r: [r.seq])
+        return _page(rows, size, digest, lambda r: [r.seq], _task_bytes, self.page_bytes)
 
     async def agent_history(
         self, namespace: str, agent_id: str, *, page_size: int, page_token: str
@@ -609,7 +644,7 @@ class ExecutionService:
             )
 
         rows = await self.db.read(read)
-        return _page(rows, size, digest, lambda r: [r.seq])
+        return _page(rows, size, digest, lambda r: [r.seq], _task_bytes, self.page_bytes)
 
     @staticmethod
     def _require_live_agent(conn: Connection, namespace: str, agent_id: str) -> None:
@@ -738,7 +773,7 @@ class ExecutionService:
                 conn, namespace, flt, after=position, start=start, end=end, limit=size + 1
             )
         )
-        return _page(rows, size, digest, lambda r: [r.sequence])
+        return _page(rows, size, digest, lambda r: [r.sequence], _event_bytes, self.page_bytes)
 
     async def subscribe(
         self,

@@ -73,9 +73,17 @@ def _not_found(agent_id: str) -> NotFound:
     return NotFound(f"agent {agent_id!r} does not exist")
 
 
+def _agent_bytes(r: AgentRecord) -> int:
+    """What an agent costs in a response, roughly."""
+    labels = sum(len(k) + len(v) + 6 for k, v in r.labels.items())
+    error = 0 if r.error is None else len(r.error.message) + len(r.error.details)
+    return 256 + len(r.config) + labels + error
+
+
 class LifecycleService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, page_bytes: int = 8 << 20) -> None:
         self.db = db
+        self.page_bytes = page_bytes  # the record bytes one list response may carry
 
     async def create(
         self,
@@ -178,8 +186,9 @@ class LifecycleService:
                 limit=size,
             )
         )
-        if len(rows) > size:
-            rows = rows[:size]
+        keep = paging.fitting(rows, size, _agent_bytes, self.page_bytes)
+        if len(rows) > keep:
+            rows = rows[:keep]
             return rows, paging.encode(digest, [rows[-1].agent_id])
         return rows, ""
 

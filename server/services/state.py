@@ -52,7 +52,6 @@ from stateward.storage.states import StateHead, StateRecord
 MAX_BATCH_GET = 1000
 DEFAULT_MIGRATE_PAGE = 100
 ENTRY_OVERHEAD = 256  # bytes a cached entry costs beyond its document, roughly
-MESSAGE_MARGIN = 64 << 10  # room for everything in a response besides documents
 # Event types this service writes; any other ``state.*`` event (from a module that
 # writes states rows itself, e.g. a checkpoint restore) drops the cached entry.
 OWN_EVENTS = frozenset({"state.saved", "state.patched", "state.cleared", "state.migrated"})
@@ -126,7 +125,7 @@ class StateService:
         self.registry = registry
         self.max_bytes = max_bytes
         self.history = max(1, history)
-        self.response_budget = max(max_message_bytes - MESSAGE_MARGIN, max_message_bytes // 2)
+        self.response_budget = paging.page_budget(max_message_bytes)
         # Only on SQLite is this process the sole writer; see the module docstring.
         self.cache_is_authoritative = db.dialect == "sqlite"
 

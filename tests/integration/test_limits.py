@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import grpc
 import pytest
@@ -15,8 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from stateward.server import metrics
 from stateward.server.config import Settings
 from stateward.storage.database import WriteContext
+from stateward.v1 import execution_pb2 as ex
+from stateward.v1 import (
+    execution_pb2_grpc,
+    lifecycle_pb2_grpc,
+    recovery_pb2,
+    recovery_pb2_grpc,
+)
 from stateward.v1 import lifecycle_pb2 as pb
-from stateward.v1 import lifecycle_pb2_grpc
 from tests.support.server import ServerThread
 
 SEPARATE_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -149,3 +156,108 @@ def test_out_of_range_times_are_invalid_argument_not_internal(server: ServerThre
                 call()
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
             assert field in (refused.value.details() or ""), field
+
+
+# -- list pages stop short of the message limit ------------------------------------------------
+def page_all(call: Any, request: Any, field: str) -> tuple[list[Any], int]:
+    """Every item of a listing, paging with the largest page size; and the number of pages."""
+    items: list[Any] = []
+    pages = 0
+    while True:
+        response = call(request, timeout=30)
+        items += getattr(response, field)
+        pages += 1
+        if not response.next_page_token:
+            return items, pages
+        request.page_token = response.next_page_token
+
+
+def big_json(n: int, size: int) -> bytes:
+    return b'{"n": %d, "pad": "%s"}' % (n, b"x" * size)
+
+
+def test_list_pages_hold_what_fits_in_one_message_and_page_on(settings: Settings) -> None:
+    # A 1 MiB limit: list pages may carry ~960 KiB of records; every record is ~100 KiB+.
+    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            lc = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
+            exe = execution_pb2_grpc.ExecutionServiceStub(channel)
+            rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
+            for n in range(12):
+                lc.CreateAgent(
+                    pb.CreateAgentRequest(
+                        agent_id=f"a{n}", type="t", config_json=big_json(n, 200_000)
+                    )
+                )
+            run = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+            for n in range(12):
+                exe.StartWorkflowRun(
+                    ex.StartWorkflowRunRequest(workflow_name="big", input_json=big_json(n, 200_000))
+                )
+                exe.StartTaskRun(
+                    ex.StartTaskRunRequest(
+                        run_id=run.run_id,
+                        task_id=f"t{n}",
+                        agent_id="a0",
+                        input_json=big_json(n, 200_000),
+                    )
+                )
+            for n in range(0, 60, 10):  # 60 events of ~60 KB, ten per call
+                exe.AppendEvents(
+                    ex.AppendEventsRequest(
+                        events=[
+                            ex.NewEvent(
+                                type="big", data_json=big_json(k, 60_000), run_id=run.run_id
+                            )
+                            for k in range(n, n + 10)
+                        ]
+                    )
+                )
+            labels = {f"key-{k:02d}-{'k' * 200}": "v" * 250 for k in range(64)}  # ~30 KB
+            for _ in range(40):
+                rec.CreateCheckpoint(
+                    recovery_pb2.CreateCheckpointRequest(agent_id="a1", labels=labels)
+                )
+
+            agents, agent_pages = page_all(
+                lc.ListAgents, pb.ListAgentsRequest(page_size=1000), "agents"
+            )
+            assert [a.agent_id for a in agents] == sorted(f"a{n}" for n in range(12))
+            runs, run_pages = page_all(
+                exe.ListWorkflowRuns,
+                ex.ListWorkflowRunsRequest(workflow_name="big", page_size=1000),
+                "runs",
+            )
+            assert sorted(r.input_json for r in runs) == sorted(
+                big_json(n, 200_000) for n in range(12)
+            )
+            tasks, task_pages = page_all(
+                exe.ListTaskRuns,
+                ex.ListTaskRunsRequest(run_id=run.run_id, page_size=1000),
+                "task_runs",
+            )
+            assert [t.task_id for t in tasks] == [f"t{n}" for n in range(12)]
+            history, history_pages = page_all(
+                exe.GetAgentHistory,
+                ex.GetAgentHistoryRequest(agent_id="a0", page_size=1000),
+                "task_runs",
+            )
+            assert [t.task_id for t in history] == [f"t{n}" for n in reversed(range(12))]
+            events, event_pages = page_all(
+                exe.ListEvents,
+                ex.ListEventsRequest(filter=ex.EventFilter(types=["big"]), page_size=1000),
+                "events",
+            )
+            assert [e.data_json for e in events] == [big_json(k, 60_000) for k in range(60)]
+            checkpoints, checkpoint_pages = page_all(
+                rec.ListCheckpoints,
+                recovery_pb2.ListCheckpointsRequest(agent_id="a1", page_size=1000),
+                "checkpoints",
+            )
+            assert len({c.checkpoint_id for c in checkpoints}) == 40
+            # Each listing needed several pages, where one would have exceeded the limit.
+            assert min(agent_pages, run_pages, task_pages, history_pages) >= 3
+            assert event_pages >= 4 and checkpoint_pages >= 2
+    finally:
+        server.close()

@@ -112,3 +112,25 @@ def test_a_bool_is_not_an_int_cursor() -> None:
 
 def test_an_over_long_but_well_formed_token_is_refused() -> None:
     assert_refused(paging.encode(DIGEST, ["x" * 2000]))
+
+
+@pytest.mark.parametrize(
+    ("weights", "size", "budget", "expected"),
+    [
+        ([10, 10, 10], 3, 30, 3),  # exactly fits
+        ([10, 10, 10], 3, 29, 2),
+        ([10, 10, 10], 2, 100, 2),  # page_size first
+        ([50, 1], 5, 10, 1),  # the first record goes whatever it weighs
+        ([], 5, 10, 0),
+        ([1, 1, 1, 1], 10, 100, 4),  # fewer records than a page
+    ],
+)
+def test_fitting_keeps_what_the_budget_allows_and_at_least_one(
+    weights: list[int], size: int, budget: int, expected: int
+) -> None:
+    assert paging.fitting(weights, size, lambda w: w, budget) == expected
+
+
+def test_page_budget_leaves_room_for_the_rest_of_a_response() -> None:
+    assert paging.page_budget(8 << 20) == (8 << 20) - (64 << 10)
+    assert paging.page_budget(64 << 10) == 32 << 10  # a tiny limit: half of it
