@@ -27,6 +27,29 @@ def page_budget(max_message_bytes: int) -> int:
     return max(max_message_bytes - MESSAGE_MARGIN, max_message_bytes // 2)
 
 
+# Record weights: an upper bound of a record's encoded size, cheap to compute. A string
+# costs its UTF-8 bytes (free text need not be ASCII) plus its field framing; every record
+# also pays ``RECORD_BYTES`` for its numbers, timestamps, enums and own framing.
+RECORD_BYTES = 160
+FIELD_BYTES = 5  # tag and length of one string or bytes field
+ENTRY_BYTES = 12  # a map entry's framing around its key and value fields
+
+
+def text_bytes(text: str | None) -> int:
+    """A string field's encoded size (``isascii`` is a flag check, not a scan)."""
+    if not text:
+        return 0
+    return FIELD_BYTES + (len(text) if text.isascii() else len(text.encode()))
+
+
+def blob_bytes(data: bytes | None) -> int:
+    return FIELD_BYTES + len(data) if data else 0
+
+
+def labels_bytes(labels: dict[str, str]) -> int:
+    return sum(ENTRY_BYTES + text_bytes(k) + text_bytes(v) for k, v in labels.items())
+
+
 def fitting(items: Sequence[T], size: int, weigh: Callable[[T], int], budget: int) -> int:
     """How many of the first ``size`` of ``items`` one page holds: as many as ``budget``
     bytes allow, by ``weigh``, and at least one. A page cut short by bytes still has a

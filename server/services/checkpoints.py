@@ -647,14 +647,15 @@ class _Listing:
         return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
 
 
-_MANIFEST_BYTES = 160
-"""About what a manifest without labels or payload takes in an answer (ids, sha256, times)."""
-
-
 def _manifest_bytes(r: CheckpointRecord) -> int:
-    """About the bytes a manifest takes in a listing's answer."""
-    labels = sum(len(k) + len(v) + 6 for k, v in r.labels.items())
-    return _MANIFEST_BYTES + len(r.payload or b"") + labels
+    """What a manifest costs in a listing's answer, at most (see paging.RECORD_BYTES)."""
+    texts = (r.checkpoint_id, r.agent_id, r.sha256, r.compression)
+    return (
+        paging.RECORD_BYTES
+        + sum(map(paging.text_bytes, texts))
+        + paging.blob_bytes(r.payload)
+        + paging.labels_bytes(r.labels)
+    )
 
 
 def _answer_bytes(records: list[CheckpointRecord]) -> int:

@@ -149,28 +149,39 @@ def _page(
     return items, ""
 
 
-# What a record costs in a response, roughly: its variable-length fields plus the rest.
+# What a record costs in a response, at most (see paging.RECORD_BYTES).
 def _error_bytes(error: ErrorRecord | None) -> int:
-    return 0 if error is None else len(error.message) + len(error.details)
-
-
-def _labels_bytes(labels: dict[str, str]) -> int:
-    return sum(len(k) + len(v) + 6 for k, v in labels.items())
+    if error is None:
+        return 0
+    return paging.RECORD_BYTES + paging.text_bytes(error.message) + paging.blob_bytes(error.details)
 
 
 def _run_bytes(r: RunRecord) -> int:
+    texts = (r.run_id, r.workflow_name, r.agent_id, r.root_run_id, r.retry_of_run_id)
     return (
-        256 + len(r.input) + len(r.result or b"") + _labels_bytes(r.labels) + _error_bytes(r.error)
+        paging.RECORD_BYTES
+        + sum(map(paging.text_bytes, texts))
+        + paging.blob_bytes(r.input)
+        + paging.blob_bytes(r.result)
+        + paging.labels_bytes(r.labels)
+        + _error_bytes(r.error)
     )
 
 
 def _task_bytes(r: TaskRunRecord) -> int:
-    variable = (r.input, r.result, r.progress, r.compensation)
-    return 256 + sum(len(b) for b in variable if b) + _error_bytes(r.error)
+    texts = (r.task_run_id, r.run_id, r.task_id, r.agent_id, r.carried_from)
+    documents = (r.input, r.result, r.progress, r.compensation)
+    return (
+        paging.RECORD_BYTES
+        + sum(map(paging.text_bytes, texts))
+        + sum(map(paging.blob_bytes, documents))
+        + _error_bytes(r.error)
+    )
 
 
 def _event_bytes(r: EventRecord) -> int:
-    return 128 + len(r.data) + len(r.type)
+    texts = (r.type, r.agent_id, r.run_id, r.task_run_id)
+    return paging.RECORD_BYTES + sum(map(paging.text_bytes, texts)) + paging.blob_bytes(r.data)
 
 
 class ExecutionService:

@@ -74,10 +74,27 @@ def _not_found(agent_id: str) -> NotFound:
 
 
 def _agent_bytes(r: AgentRecord) -> int:
-    """What an agent costs in a response, roughly."""
-    labels = sum(len(k) + len(v) + 6 for k, v in r.labels.items())
-    error = 0 if r.error is None else len(r.error.message) + len(r.error.details)
-    return 256 + len(r.config) + labels + error
+    """What an agent costs in a response, at most (see paging.RECORD_BYTES)."""
+    error = r.error
+    return (
+        paging.RECORD_BYTES
+        + paging.text_bytes(r.agent_id)
+        + paging.text_bytes(r.type)
+        + paging.blob_bytes(r.config)
+        + paging.labels_bytes(r.labels)
+        + (
+            0
+            if error is None
+            else paging.RECORD_BYTES
+            + paging.text_bytes(error.message)
+            + paging.blob_bytes(error.details)
+        )
+    )
+
+
+def _transition_bytes(r: TransitionRecord) -> int:
+    texts = (r.agent_id, r.reason, r.request_id)
+    return paging.RECORD_BYTES + sum(map(paging.text_bytes, texts))
 
 
 class LifecycleService:
@@ -373,7 +390,8 @@ class LifecycleService:
             )
 
         rows = await self.db.read(read)
-        if len(rows) > size:
-            rows = rows[:size]
+        keep = paging.fitting(rows, size, _transition_bytes, self.page_bytes)
+        if len(rows) > keep:
+            rows = rows[:keep]
             return rows, paging.encode(digest, [rows[-1].id])
         return rows, ""

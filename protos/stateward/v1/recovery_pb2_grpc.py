@@ -172,9 +172,10 @@ class RecoveryServiceServicer:
 
     def BatchListCheckpoints(self, request, context):
         """ListCheckpoints for several callers in one call: each request is answered
-        on its own, in request order. At most 100 requests. The answer stays
-        within half the server's message limit: a request that finds no room is
-        answered RESOURCE_EXHAUSTED with reason BATCH_ANSWER_FULL; send it again.
+        on its own, in request order. At most 100 requests. The listings after
+        the first fill at most half the server's message limit: one that finds
+        no room is answered RESOURCE_EXHAUSTED with reason BATCH_ANSWER_FULL;
+        send it again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
