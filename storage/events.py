@@ -15,8 +15,8 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import aclosing
+from collections.abc import Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,16 +265,17 @@ class HeadNotifier:
         self._wakeup.set()  # heads published while disconnected go out first
         with self._lock:
             self._loop = asyncio.get_running_loop()
-        listen = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-        send = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         try:
-            await listen.execute(f"LISTEN {CHANNEL}")
-            on_connect()
-            await asyncio.gather(self._receive(listen), self._send(send))
+            async with AsyncExitStack() as connections:
+                listen = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                connections.push_async_callback(listen.close)
+                send = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                connections.push_async_callback(send.close)
+                await listen.execute(f"LISTEN {CHANNEL}")
+                on_connect()
+                await _until_one_fails(self._receive(listen), self._send(send))
         finally:
             self._loop = None
-            await listen.close()
-            await send.close()
 
     async def _receive(self, conn: Any) -> None:
         async with aclosing(conn.notifies()) as notes:  # closed here, not by the GC later
@@ -294,6 +295,28 @@ class HeadNotifier:
                 await conn.execute(
                     "SELECT pg_notify(%s, %s)", [CHANNEL, f"{self.sender} {namespace} {value}"]
                 )
+
+
+async def _until_one_fails(*jobs: Coroutine[Any, Any, None]) -> None:
+    """Run ``jobs`` until one ends, then stop the others, and raise what ended it.
+
+    Every job has stopped before this returns, so their connections can close: psycopg
+    frees a closed connection's libpq handle at once, and a query still suspended on it
+    resumes within 0.1 s (psycopg's wait interval) on freed memory. With ``gather`` the
+    sender outlived a failed listener, and the server aborted with "realloc(): invalid
+    pointer" when PostgreSQL went down. (Not a TaskGroup: on Python 3.11 it leaves its
+    parent task marked as cancelling, which would taint the supervisor's restarts.)
+    """
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+        raise ConnectionError("a notification connection stopped without an error")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
 
 
 def _parse(payload: str) -> tuple[str, str, int] | None:
