@@ -9,7 +9,7 @@ from typing import Any
 from stateward.v1 import recovery_pb2 as pb
 
 from ._codec import new_request_id, str_map, to_duration, to_timestamp
-from ._operation import RECOVERY, Prepared, pages, unary
+from ._operation import RECOVERY, Flow, Prepared, flow, pages, unary
 from ._options import MetadataLike
 from .models import (
     ArchivedRuns,
@@ -41,8 +41,8 @@ def _plan(response: pb.RecoverAgentResponse) -> RecoveryPlan:
     return RecoveryPlan.from_proto(response.plan)
 
 
-def _steps(response: pb.GetCompensationPlanResponse) -> list[CompensationStep]:
-    return [CompensationStep.from_proto(step) for step in response.steps]
+def _steps(response: pb.GetCompensationPlanResponse) -> Page[CompensationStep]:
+    return Page([CompensationStep.from_proto(s) for s in response.steps], response.next_page_token)
 
 
 def _step(response: pb.CompleteCompensationResponse) -> CompensationStep:
@@ -167,12 +167,41 @@ class RecoveryCalls:
         return Prepared(request, RetriedRun.from_proto, request.request_id, timeout, metadata)
 
     @unary(RECOVERY, "GetCompensationPlan")
+    def list_compensation_steps(
+        self,
+        run_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike = (),
+    ) -> Prepared[Page[CompensationStep]]:
+        """One page of :meth:`get_compensation_plan` (``page_size`` 0: as many as fit)."""
+        request = pb.GetCompensationPlanRequest(
+            run_id=run_id, page_size=page_size, page_token=page_token
+        )
+        return Prepared(request, _steps, None, timeout, metadata)
+
+    iter_compensation_steps = pages(
+        list_compensation_steps, "Every step of a compensation plan, last completed first."
+    )
+
+    @flow
     def get_compensation_plan(
         self, run_id: str, *, timeout: float | None = None, metadata: MetadataLike = ()
-    ) -> Prepared[list[CompensationStep]]:
-        """The compensations of a failed run's completed tasks, last completed first."""
-        request = pb.GetCompensationPlanRequest(run_id=run_id)
-        return Prepared(request, _steps, None, timeout, metadata)
+    ) -> Flow[list[CompensationStep]]:
+        """The compensations of a failed run's completed tasks, last completed first: every
+        step, over as many calls as the plan needs pages."""
+        steps: list[CompensationStep] = []
+        token = ""
+        while True:
+            page = yield RecoveryCalls.list_compensation_steps.step(
+                self, run_id, page_token=token, timeout=timeout, metadata=metadata
+            )
+            steps.extend(page.items)
+            token = page.next_page_token
+            if not token:
+                return steps
 
     @unary(RECOVERY, "CompleteCompensation")
     def complete_compensation(

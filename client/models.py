@@ -554,6 +554,9 @@ class RecoveryPlan:
     suggested_timeout: timedelta | None
     retry_delay: timedelta | None
     explanation: str
+    failed_task_runs_truncated: bool = False
+    """True when ``failed_task_runs`` holds only the newest: all would not fit in one
+    response. ``list_task_runs`` lists the rest."""
 
     @classmethod
     def from_proto(cls, msg: recovery_pb2.RecoveryPlan) -> RecoveryPlan:
@@ -572,6 +575,7 @@ class RecoveryPlan:
             suggested_timeout=to_timedelta(msg, "suggested_timeout"),
             retry_delay=to_timedelta(msg, "retry_delay"),
             explanation=msg.explanation,
+            failed_task_runs_truncated=msg.failed_task_runs_truncated,
         )
 
 
@@ -585,6 +589,11 @@ class RetriedRun:
     """Completed task runs carried into the new attempt with their results."""
     pending_task_ids: list[str]
     """Tasks still to do: failed, interrupted or never started."""
+    carried_over_truncated: bool = False
+    """True when ``carried_over`` holds only the first: all would not fit in one response
+    (every one was carried over; ``list_task_runs(run_id=...)`` lists them)."""
+    pending_task_ids_truncated: bool = False
+    """True when ``pending_task_ids`` holds only the first: all would not fit."""
 
     @classmethod
     def from_proto(cls, msg: recovery_pb2.RetryWorkflowRunResponse) -> RetriedRun:
@@ -592,6 +601,8 @@ class RetriedRun:
             run=WorkflowRun.from_proto(msg.run),
             carried_over=[TaskRun.from_proto(t) for t in msg.carried_over],
             pending_task_ids=list(msg.pending_task_ids),
+            carried_over_truncated=msg.carried_over_truncated,
+            pending_task_ids_truncated=msg.pending_task_ids_truncated,
         )
 
 
@@ -626,11 +637,18 @@ class PrunedCheckpoints:
     deleted: list[Checkpoint]
     """Checkpoints deleted (or that would be, on a dry run)."""
     freed_bytes: int
+    deleted_count: int = 0
+    """How many were deleted; more than ``deleted`` lists when ``deleted_truncated``."""
+    deleted_truncated: bool = False
+    """True when ``deleted`` lists only some: all would not fit in one response."""
 
     @classmethod
     def from_proto(cls, msg: recovery_pb2.PruneCheckpointsResponse) -> PrunedCheckpoints:
         return cls(
-            deleted=[Checkpoint.from_proto(c) for c in msg.deleted], freed_bytes=msg.freed_bytes
+            deleted=[Checkpoint.from_proto(c) for c in msg.deleted],
+            freed_bytes=msg.freed_bytes,
+            deleted_count=msg.deleted_count or len(msg.deleted),  # 0 from older servers
+            deleted_truncated=msg.deleted_truncated,
         )
 
 
@@ -657,7 +675,16 @@ class CollectedGarbage:
     deleted_blobs: list[str]
     """Keys of orphan blobs deleted (or that would be, on a dry run)."""
     freed_bytes: int
+    deleted_count: int = 0
+    """How many were deleted; more than ``deleted_blobs`` lists when ``deleted_truncated``."""
+    deleted_truncated: bool = False
+    """True when ``deleted_blobs`` lists only some: all would not fit in one response."""
 
     @classmethod
     def from_proto(cls, msg: recovery_pb2.CollectGarbageResponse) -> CollectedGarbage:
-        return cls(deleted_blobs=list(msg.deleted_blobs), freed_bytes=msg.freed_bytes)
+        return cls(
+            deleted_blobs=list(msg.deleted_blobs),
+            freed_bytes=msg.freed_bytes,
+            deleted_count=msg.deleted_count or len(msg.deleted_blobs),  # 0 from older servers
+            deleted_truncated=msg.deleted_truncated,
+        )

@@ -6,7 +6,7 @@ whole-chain reads that recovery needs, and the one column recovery writes.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, and_, exists, select, update
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
 from stateward.storage import schema
 from stateward.storage.runs import RunRecord, TaskRunRecord, run_from_row, task_from_row
@@ -94,6 +94,25 @@ def chain_tasks(conn: Connection, namespace: str, root_run_id: str) -> list[Task
 def run_tasks(conn: Connection, namespace: str, run_id: str) -> list[TaskRunRecord]:
     """Every task run of one workflow run, in creation order."""
     query = select(t).where(t.c.namespace == namespace, t.c.run_id == run_id).order_by(t.c.seq)
+    return [task_from_row(row) for row in conn.execute(query)]
+
+
+def compensations(
+    conn: Connection, namespace: str, run_id: str, *, after: tuple[int, int] | None, limit: int
+) -> list[TaskRunRecord]:
+    """Completed task runs of a run that recorded a compensation, latest completion first
+    (ties: latest started first), after the ``(ended_at, seq)`` cursor; ``limit + 1`` rows
+    tell if more follow."""
+    ended = func.coalesce(t.c.ended_at, 0)
+    query = select(t).where(
+        t.c.namespace == namespace,
+        t.c.run_id == run_id,
+        t.c.status == "COMPLETED",
+        t.c.compensation.is_not(None),
+    )
+    if after is not None:
+        query = query.where(or_(ended < after[0], and_(ended == after[0], t.c.seq < after[1])))
+    query = query.order_by(ended.desc(), t.c.seq.desc()).limit(limit + 1)
     return [task_from_row(row) for row in conn.execute(query)]
 
 

@@ -275,11 +275,14 @@ def show_checkpoint(checkpoint: Checkpoint) -> str:
 
 def show_pruned(pruned: PrunedCheckpoints, dry_run: bool) -> str:
     verb = "would delete" if dry_run else "deleted"
-    count = len(pruned.deleted)
+    count = pruned.deleted_count
     summary = (
         f"{verb} {count} checkpoint{'s' if count != 1 else ''} "
         f"({_format.human_bytes(pruned.freed_bytes)})"
     )
     if not pruned.deleted:
         return summary
-    return show_checkpoints(pruned.deleted) + "\n" + summary
+    listed = show_checkpoints(pruned.deleted)
+    if pruned.deleted_truncated:
+        listed += f"\n... and {count - len(pruned.deleted)} more"
+    return listed + "\n" + summary

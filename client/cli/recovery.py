@@ -143,7 +143,12 @@ def show_plan(plan: RecoveryPlan) -> str:
             for t in plan.failed_task_runs
         ],
     )
-    return f"{view}\n\ntask runs still to recover:\n{table}"
+    more = (
+        "\n(only the newest fit in one answer; `stateward runs show RUN` lists a run's task runs)"
+        if plan.failed_task_runs_truncated
+        else ""
+    )
+    return f"{view}\n\ntask runs still to recover:\n{table}{more}"
 
 
 def _failure(task: TaskRun) -> str:
@@ -155,8 +160,10 @@ def _failure(task: TaskRun) -> str:
 
 def show_collected(collected: CollectedGarbage, dry_run: bool) -> str:
     verb = "would delete" if dry_run else "deleted"
-    count = len(collected.deleted_blobs)
+    count = collected.deleted_count
     lines = [f"  {key}" for key in collected.deleted_blobs]
+    if collected.deleted_truncated:
+        lines.append(f"  ... and {count - len(collected.deleted_blobs)} more")
     lines.append(
         f"{verb} {count} orphan blob{'s' if count != 1 else ''} "
         f"({_format.human_bytes(collected.freed_bytes)})"

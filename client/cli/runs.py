@@ -155,6 +155,10 @@ def show_retried(retried: RetriedRun) -> str:
     ]
     carried = ", ".join(t.task_id for t in retried.carried_over) or "none"
     pending = ", ".join(retried.pending_task_ids) or "none"
+    if retried.carried_over_truncated:
+        carried += f", ... (`stateward runs show {run.run_id}` lists them all)"
+    if retried.pending_task_ids_truncated:
+        pending += ", ... (more than one answer holds)"
     lines.append(f"carried over: {carried}")
     lines.append(f"still to do:  {pending}")
     return "\n".join(lines)

@@ -235,6 +235,7 @@ def recovery_plan(p: RecoveryPlan) -> pb.RecoveryPlan:
         suggested_timeout=convert.duration(p.plan.suggested_timeout_us),
         retry_delay=convert.duration(p.plan.retry_delay_us),
         explanation=p.plan.explanation,
+        failed_task_runs_truncated=p.failed_task_runs_truncated,
     )
 
 
@@ -479,6 +480,8 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
                 run=workflow_run(result.run),
                 carried_over=[task_run(r) for r in result.carried_over],
                 pending_task_ids=result.pending_task_ids,
+                carried_over_truncated=result.carried_over_truncated,
+                pending_task_ids_truncated=result.pending_task_ids_truncated,
             )
 
         result = await self.recovery.retry_run(
@@ -490,8 +493,15 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
     async def GetCompensationPlan(
         self, request: pb.GetCompensationPlanRequest, context: Ctx
     ) -> pb.GetCompensationPlanResponse:
-        steps = await self.recovery.compensation_plan(namespace(context), request.run_id)
-        return pb.GetCompensationPlanResponse(steps=[compensation_step(r) for r in steps])
+        steps, token = await self.recovery.compensation_plan(
+            namespace(context),
+            request.run_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.GetCompensationPlanResponse(
+            steps=[compensation_step(r) for r in steps], next_page_token=token
+        )
 
     @unary
     async def CompleteCompensation(
@@ -523,7 +533,10 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
             dry_run=request.dry_run,
         )
         return pb.PruneCheckpointsResponse(
-            deleted=[checkpoint(r) for r in result.deleted], freed_bytes=result.freed_bytes
+            deleted=[checkpoint(r) for r in result.deleted.items],
+            freed_bytes=result.freed_bytes,
+            deleted_count=result.deleted.count,
+            deleted_truncated=result.deleted.truncated,
         )
 
     @unary
@@ -560,7 +573,10 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
             dry_run=request.dry_run,
         )
         return pb.CollectGarbageResponse(
-            deleted_blobs=[blob.key for blob in result.deleted], freed_bytes=result.freed_bytes
+            deleted_blobs=[blob.key for blob in result.deleted.items],
+            freed_bytes=result.freed_bytes,
+            deleted_count=result.deleted.count,
+            deleted_truncated=result.deleted.truncated,
         )
 
 
@@ -680,14 +696,19 @@ def register(server: grpc.aio.Server, deps: Deps) -> None:
     blobs = blob_store(settings)
     deps.extras["blob_store"] = blobs
     deps.startup.append(lambda: probe_blob_store(blobs))
+    answer_bytes = paging.page_budget(settings.max_message_bytes)
     checkpoints = CheckpointService(
         deps.db,
         blobs,
         state_history=settings.state_history,
-        page_bytes=paging.page_budget(settings.max_message_bytes),
+        page_bytes=answer_bytes,
     )
-    recovery = RecoveryService(deps.db, checkpoints, policy_from(settings))
-    retention = RetentionService(deps.db, blobs, settings, storage_options(settings))
+    recovery = RecoveryService(
+        deps.db, checkpoints, policy_from(settings), answer_bytes=answer_bytes
+    )
+    retention = RetentionService(
+        deps.db, blobs, settings, storage_options(settings), answer_bytes=answer_bytes
+    )
     deps.extras["retention_service"] = retention
     if settings.retention_interval > 0:
         deps.background.append(retention.run_forever)

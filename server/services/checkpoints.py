@@ -50,6 +50,7 @@ from stateward.server.domain.errors import (
 )
 from stateward.server.domain.lifecycle import STAMPS, Status
 from stateward.server.domain.runs import new_id
+from stateward.server.services import weights
 from stateward.server.services.idempotency import Replay, Stored, guarded
 from stateward.storage import Database, WriteContext, now_us
 from stateward.storage import agents as agent_rows
@@ -639,7 +640,7 @@ class _Listing:
         for record in found:
             if record.payload is not None:
                 _check_inline(record, record.payload)
-        keep = paging.fitting(found, self.size, _manifest_bytes, budget)
+        keep = paging.fitting(found, self.size, weights.manifest, budget)
         if len(found) <= keep:
             return found, ""
         found = found[:keep]
@@ -647,20 +648,9 @@ class _Listing:
         return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
 
 
-def _manifest_bytes(r: CheckpointRecord) -> int:
-    """What a manifest costs in a listing's answer, at most (see paging.RECORD_BYTES)."""
-    texts = (r.checkpoint_id, r.agent_id, r.sha256, r.compression)
-    return (
-        paging.RECORD_BYTES
-        + sum(map(paging.text_bytes, texts))
-        + paging.blob_bytes(r.payload)
-        + paging.labels_bytes(r.labels)
-    )
-
-
 def _answer_bytes(records: list[CheckpointRecord]) -> int:
     """About the bytes ``records`` take in a listing's answer."""
-    return sum(map(_manifest_bytes, records))
+    return sum(map(weights.manifest, records))
 
 
 def _filter_digest(agent_id: str, labels: dict[str, str]) -> str:

@@ -26,6 +26,7 @@ from stateward.server.domain.errors import (
 )
 from stateward.server.domain.runs import RunStatus, TaskStatus
 from stateward.server.events_bus import EventBus
+from stateward.server.services import weights
 from stateward.server.services.idempotency import Replay, Stored, guarded
 from stateward.server.services.sweeper import mark_expired
 from stateward.storage import Database, EventDraft, WriteContext
@@ -149,41 +150,6 @@ def _page(
     return items, ""
 
 
-# What a record costs in a response, at most (see paging.RECORD_BYTES).
-def _error_bytes(error: ErrorRecord | None) -> int:
-    if error is None:
-        return 0
-    return paging.RECORD_BYTES + paging.text_bytes(error.message) + paging.blob_bytes(error.details)
-
-
-def _run_bytes(r: RunRecord) -> int:
-    texts = (r.run_id, r.workflow_name, r.agent_id, r.root_run_id, r.retry_of_run_id)
-    return (
-        paging.RECORD_BYTES
-        + sum(map(paging.text_bytes, texts))
-        + paging.blob_bytes(r.input)
-        + paging.blob_bytes(r.result)
-        + paging.labels_bytes(r.labels)
-        + _error_bytes(r.error)
-    )
-
-
-def _task_bytes(r: TaskRunRecord) -> int:
-    texts = (r.task_run_id, r.run_id, r.task_id, r.agent_id, r.carried_from)
-    documents = (r.input, r.result, r.progress, r.compensation)
-    return (
-        paging.RECORD_BYTES
-        + sum(map(paging.text_bytes, texts))
-        + sum(map(paging.blob_bytes, documents))
-        + _error_bytes(r.error)
-    )
-
-
-def _event_bytes(r: EventRecord) -> int:
-    texts = (r.type, r.agent_id, r.run_id, r.task_run_id)
-    return paging.RECORD_BYTES + sum(map(paging.text_bytes, texts)) + paging.blob_bytes(r.data)
-
-
 class ExecutionService:
     def __init__(self, db: Database, bus: EventBus, *, page_bytes: int = 8 << 20) -> None:
         self.db = db
@@ -297,7 +263,7 @@ class ExecutionService:
             )
         )
         return _page(
-            rows, size, digest, lambda r: [r.created_at, r.run_id], _run_bytes, self.page_bytes
+            rows, size, digest, lambda r: [r.created_at, r.run_id], weights.run, self.page_bytes
         )
 
     async def complete_run(
@@ -628,7 +594,7 @@ class ExecutionService:
                 limit=size,
             )
         )
-        return _page(rows, size, digest, lambda r: [r.seq], _task_bytes, self.page_bytes)
+        return _page(rows, size, digest, lambda r: [r.seq], weights.task_run, self.page_bytes)
 
     async def agent_history(
         self, namespace: str, agent_id: str, *, page_size: int, page_token: str
@@ -655,7 +621,7 @@ class ExecutionService:
             )
 
         rows = await self.db.read(read)
-        return _page(rows, size, digest, lambda r: [r.seq], _task_bytes, self.page_bytes)
+        return _page(rows, size, digest, lambda r: [r.seq], weights.task_run, self.page_bytes)
 
     @staticmethod
     def _require_live_agent(conn: Connection, namespace: str, agent_id: str) -> None:
@@ -784,7 +750,7 @@ class ExecutionService:
                 conn, namespace, flt, after=position, start=start, end=end, limit=size + 1
             )
         )
-        return _page(rows, size, digest, lambda r: [r.sequence], _event_bytes, self.page_bytes)
+        return _page(rows, size, digest, lambda r: [r.sequence], weights.event, self.page_bytes)
 
     async def subscribe(
         self,

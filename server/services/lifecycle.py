@@ -23,6 +23,7 @@ from stateward.server.domain.lifecycle import (
     allowed_targets,
     target_of,
 )
+from stateward.server.services import weights
 from stateward.server.services.idempotency import Replay, Stored, guarded
 from stateward.storage import Database, DuplicateKey, WriteContext
 from stateward.storage import agents as agent_rows
@@ -71,30 +72,6 @@ def _refusal(agent_id: str, action: Action, found: AgentRecord | None) -> Except
 
 def _not_found(agent_id: str) -> NotFound:
     return NotFound(f"agent {agent_id!r} does not exist")
-
-
-def _agent_bytes(r: AgentRecord) -> int:
-    """What an agent costs in a response, at most (see paging.RECORD_BYTES)."""
-    error = r.error
-    return (
-        paging.RECORD_BYTES
-        + paging.text_bytes(r.agent_id)
-        + paging.text_bytes(r.type)
-        + paging.blob_bytes(r.config)
-        + paging.labels_bytes(r.labels)
-        + (
-            0
-            if error is None
-            else paging.RECORD_BYTES
-            + paging.text_bytes(error.message)
-            + paging.blob_bytes(error.details)
-        )
-    )
-
-
-def _transition_bytes(r: TransitionRecord) -> int:
-    texts = (r.agent_id, r.reason, r.request_id)
-    return paging.RECORD_BYTES + sum(map(paging.text_bytes, texts))
 
 
 class LifecycleService:
@@ -203,7 +180,7 @@ class LifecycleService:
                 limit=size,
             )
         )
-        keep = paging.fitting(rows, size, _agent_bytes, self.page_bytes)
+        keep = paging.fitting(rows, size, weights.agent, self.page_bytes)
         if len(rows) > keep:
             rows = rows[:keep]
             return rows, paging.encode(digest, [rows[-1].agent_id])
@@ -390,7 +367,7 @@ class LifecycleService:
             )
 
         rows = await self.db.read(read)
-        keep = paging.fitting(rows, size, _transition_bytes, self.page_bytes)
+        keep = paging.fitting(rows, size, weights.transition, self.page_bytes)
         if len(rows) > keep:
             rows = rows[:keep]
             return rows, paging.encode(digest, [rows[-1].id])

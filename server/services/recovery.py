@@ -5,7 +5,10 @@
   task runs are copied in as COMPLETED (``carried_from`` names the task run that did the
   work), everything else the chain has seen is listed as still to do.
 - ``compensation_plan`` / ``complete_compensation``: the compensations recorded by a
-  failed run's completed tasks, newest completion first, and marking one done.
+  failed run's completed tasks, newest completion first (paged), and marking one done.
+
+Answers that are not paged stay under the message limit (``answer_bytes``): a plan's
+failed task runs and a retry's lists keep what fits, and say they were cut.
 """
 
 from __future__ import annotations
@@ -18,10 +21,17 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from stateward.server.config import Settings
-from stateward.server.domain import planner
+from stateward.server.domain import paging, planner
 from stateward.server.domain import validation as check
 from stateward.server.domain.errors import Conflict, FailedPrecondition, NotFound, Violations
-from stateward.server.domain.runs import RunStatus, TaskStatus, new_run_id, new_task_run_id
+from stateward.server.domain.runs import (
+    MAX_EVENT_DATA,
+    RunStatus,
+    TaskStatus,
+    new_run_id,
+    new_task_run_id,
+)
+from stateward.server.services import weights
 from stateward.server.services.checkpoints import CheckpointService
 from stateward.server.services.idempotency import Replay, Stored, guarded
 from stateward.storage import Database, WriteContext
@@ -34,6 +44,8 @@ from stateward.storage.checkpoints import CheckpointRecord
 from stateward.storage.runs import RunRecord, TaskRunRecord
 
 VERIFY_CANDIDATES = 5  # newest checkpoints whose blobs a plan reads to find a valid one
+MAX_FAILED_TASK_RUNS = 100  # in one plan: the newest
+EVENT_LIST_BYTES = MAX_EVENT_DATA - 4096  # task id lists in a run.retried event
 RETRYABLE_RUNS = (RunStatus.FAILED.value, RunStatus.INTERRUPTED.value)
 COMPENSABLE_RUNS = (
     RunStatus.FAILED.value,
@@ -52,6 +64,7 @@ class RecoveryPlan:
     failed_task_runs: list[TaskRunRecord]
     checkpoint: CheckpointRecord | None
     plan: planner.Plan
+    failed_task_runs_truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -59,6 +72,8 @@ class RetryResult:
     run: RunRecord
     carried_over: list[TaskRunRecord] = field(default_factory=list)
     pending_task_ids: list[str] = field(default_factory=list)
+    carried_over_truncated: bool = False
+    pending_task_ids_truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -105,11 +120,14 @@ class RecoveryService:
         checkpoints: CheckpointService,
         policy: planner.Policy,
         rand: Callable[[], float] = random.random,
+        *,
+        answer_bytes: int = 8 << 20,
     ) -> None:
         self.db = db
         self.checkpoints = checkpoints
         self.policy = policy
         self.rand = rand
+        self.answer_bytes = answer_bytes  # the record bytes one response may carry
 
     # -- recovery plans ---------------------------------------------------------------
     async def plan(self, namespace: str, agent_id: str) -> RecoveryPlan:
@@ -151,14 +169,23 @@ class RecoveryService:
             self.policy,
             self.rand,
         )
+        budget = self.answer_bytes - len(chosen.explanation.encode())
+        if facts.last_failure is not None:
+            budget -= weights.task_run(facts.last_failure)
+        if checkpoint is not None:
+            budget -= weights.manifest(checkpoint)
+        listed, _ = weights.trim(
+            facts.open_failures[:MAX_FAILED_TASK_RUNS], weights.task_run, budget
+        )
         return RecoveryPlan(
             agent_id,
             facts.agent_status,
             facts.last_good,
             facts.last_failure,
-            facts.open_failures,
+            listed,
             checkpoint,
             chosen,
+            failed_task_runs_truncated=len(listed) < len(facts.open_failures),
         )
 
     @staticmethod
@@ -195,7 +222,10 @@ class RecoveryService:
             state_readable=readable,
             last_good=last_good,
             last_failure=recovery_rows.newest_failure(conn, namespace, agent_id),
-            open_failures=recovery_rows.open_failures(conn, namespace, agent_id),
+            # One more than a plan lists tells that there were more.
+            open_failures=recovery_rows.open_failures(
+                conn, namespace, agent_id, limit=MAX_FAILED_TASK_RUNS + 1
+            ),
             agent_error=(error.kind, error.message) if error is not None else None,
             candidates=candidates,
         )
@@ -218,31 +248,53 @@ class RecoveryService:
             result = _start_attempt(ctx, old)
             new = result.run
             event.agent_id, event.run_id = new.agent_id, new.run_id
-            event.data = _data(
-                retry_of_run_id=old.run_id,
-                root_run_id=new.root_run_id,
-                attempt=new.attempt,
-                carried_over=[task.task_id for task in result.carried_over],
-                pending_task_ids=result.pending_task_ids,
-            )
-            return result
+            event.data = _retried_data(old, result)
+            return self._fitted(result)
 
         return await self.db.write(guarded(namespace, replay, write))
 
+    def _fitted(self, result: RetryResult) -> RetryResult:
+        """The answer cut to one response: the pending task ids first (what is left to do),
+        then the carried-over task runs, each list as far as it fits."""
+        budget = self.answer_bytes - weights.run(result.run)
+        pending, budget = weights.trim(result.pending_task_ids, paging.text_bytes, budget)
+        carried, _ = weights.trim(result.carried_over, weights.task_run, budget)
+        return RetryResult(
+            result.run,
+            carried,
+            pending,
+            carried_over_truncated=len(carried) < len(result.carried_over),
+            pending_task_ids_truncated=len(pending) < len(result.pending_task_ids),
+        )
+
     # -- compensation ------------------------------------------------------------------------
-    async def compensation_plan(self, namespace: str, run_id: str) -> list[TaskRunRecord]:
+    async def compensation_plan(
+        self, namespace: str, run_id: str, *, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[TaskRunRecord], str]:
+        """A page of the compensation plan and the token of the next (empty at the end).
+        ``page_size`` 0 means as many as fit in one response (at most the largest page)."""
         v = Violations()
         check.check_id(v, "run_id", run_id)
+        size = check.check_page_size(v, page_size) if page_size else check.MAX_PAGE_SIZE
         v.raise_if_any()
+        digest = paging.filter_digest("compensations", run_id)
+        cursor = paging.decode(page_token, digest, (int, int))
+        after = (cursor[0], cursor[1]) if cursor else None
 
         def read(conn: Connection) -> list[TaskRunRecord]:
             run = run_rows.get_run(conn, namespace, run_id)
             if run is None:
                 raise _run_missing(run_id)
             _require_compensable(run)
-            return _compensations(recovery_rows.run_tasks(conn, namespace, run_id))
+            return recovery_rows.compensations(conn, namespace, run_id, after=after, limit=size)
 
-        return await self.db.read(read)
+        steps = await self.db.read(read)
+        keep = paging.fitting(steps, size, weights.compensation_step, self.answer_bytes)
+        if len(steps) <= keep:
+            return steps, ""
+        steps = steps[:keep]
+        last = steps[-1]
+        return steps, paging.encode(digest, [last.ended_at or 0, last.seq])
 
     async def complete_compensation(
         self, namespace: str, run_id: str, task_run_id: str, replay: Replay | None = None
@@ -289,6 +341,30 @@ class RecoveryService:
             return task
 
         return await self.db.write(guarded(namespace, replay, write))
+
+
+def _retried_data(old: RunRecord, result: RetryResult) -> bytes:
+    """The run.retried event's data: the task id lists are cut to keep the event within
+    the event data limit (a subscriber must be able to receive it); the counts are whole."""
+    new = result.run
+    budget = EVENT_LIST_BYTES
+    carried = [task.task_id for task in result.carried_over]
+    listed_carried, budget = weights.trim(carried, _json_bytes, budget)
+    listed_pending, _ = weights.trim(result.pending_task_ids, _json_bytes, budget)
+    return _data(
+        retry_of_run_id=old.run_id,
+        root_run_id=new.root_run_id,
+        attempt=new.attempt,
+        carried_over=listed_carried,
+        pending_task_ids=listed_pending,
+        carried_over_count=len(carried),
+        pending_task_count=len(result.pending_task_ids),
+    )
+
+
+def _json_bytes(text: str) -> int:
+    """A string's bytes as an element of a JSON array (quotes, escapes, comma)."""
+    return len(json.dumps(text, ensure_ascii=False).encode()) + 1
 
 
 def _require_retryable(conn: Connection, old: RunRecord) -> None:
@@ -398,14 +474,3 @@ def _require_compensable(run: RunRecord) -> None:
                 "allowed_statuses": ",".join(COMPENSABLE_RUNS),
             },
         )
-
-
-def _compensations(tasks: list[TaskRunRecord]) -> list[TaskRunRecord]:
-    """Completed task runs that recorded a compensation, latest completion first."""
-    steps = [
-        task
-        for task in tasks
-        if task.status == TaskStatus.COMPLETED.value and task.compensation is not None
-    ]
-    steps.sort(key=lambda task: (task.ended_at or 0, task.seq), reverse=True)
-    return steps

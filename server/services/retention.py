@@ -15,12 +15,13 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from stateward.server import metrics
 from stateward.server.config import Settings
+from stateward.server.domain import paging
 from stateward.server.domain import validation as check
 from stateward.server.domain.errors import (
     AlreadyExists,
@@ -29,6 +30,7 @@ from stateward.server.domain.errors import (
     InvalidArgument,
     Violations,
 )
+from stateward.server.services import weights
 from stateward.storage import Database, WriteContext, leases, now_us
 from stateward.storage import archive as archives
 from stateward.storage import checkpoints as rows
@@ -48,20 +50,30 @@ MAX_ARCHIVED_RUNS = 100_000  # per ArchiveRuns call; call again for more
 
 @dataclass(slots=True)
 class PruneResult:
-    deleted: list[CheckpointRecord] = field(default_factory=list)
+    """``deleted`` lists what fits in one answer; the count and the bytes are whole."""
 
-    @property
-    def freed_bytes(self) -> int:
-        return sum(record.size for record in self.deleted)
+    deleted: weights.Capped[CheckpointRecord]
+    freed_bytes: int = 0
+
+    def add(self, record: CheckpointRecord) -> None:
+        self.freed_bytes += record.size
+        self.deleted.add(replace(record, payload=None))  # answers carry no payloads
 
 
 @dataclass(slots=True)
 class GarbageResult:
-    deleted: list[ListedBlob] = field(default_factory=list)
+    """``deleted`` lists what fits in one answer; the count and the bytes are whole."""
 
-    @property
-    def freed_bytes(self) -> int:
-        return sum(blob.stored_size for blob in self.deleted)
+    deleted: weights.Capped[ListedBlob]
+    freed_bytes: int = 0
+
+    def add(self, blob: ListedBlob) -> None:
+        self.freed_bytes += blob.stored_size
+        self.deleted.add(blob)
+
+
+def _blob_bytes(blob: ListedBlob) -> int:
+    return paging.text_bytes(blob.key)
 
 
 @dataclass(slots=True)
@@ -87,8 +99,15 @@ def _stamp(us: int) -> str:
 
 class RetentionService:
     def __init__(
-        self, db: Database, blobs: BlobStore, settings: Settings, storage_options: dict[str, Any]
+        self,
+        db: Database,
+        blobs: BlobStore,
+        settings: Settings,
+        storage_options: dict[str, Any],
+        *,
+        answer_bytes: int = 8 << 20,
     ) -> None:
+        self.answer_bytes = answer_bytes  # the record bytes one response may carry
         self.db = db
         self.blobs = blobs
         self.settings = settings
@@ -122,7 +141,7 @@ class RetentionService:
         age: int | None = max_age_us
         if age is None and self.settings.checkpoint_max_age > 0:
             age = int(self.settings.checkpoint_max_age * US)
-        result = PruneResult()
+        result = PruneResult(weights.Capped(weights.manifest, self.answer_bytes))
         if keep <= 0 and age is None:
             return result  # no policy: keep everything
 
@@ -137,9 +156,10 @@ class RetentionService:
             )
 
         if dry_run:
-            result.deleted = await self.db.read(
+            for record in await self.db.read(
                 lambda conn: candidates(conn, now_us(), DRY_RUN_LIMIT)
-            )
+            ):
+                result.add(record)
             return result
 
         def write(ctx: WriteContext) -> list[CheckpointRecord]:
@@ -165,9 +185,9 @@ class RetentionService:
 
         while True:
             batch = await self.db.write(write)
-            result.deleted.extend(batch)
             _PRUNED.inc(len(batch))
             for record in batch:  # manifests are gone; blobs follow (GC catches failures)
+                result.add(record)
                 if record.inline:  # the payload went with its row
                     continue
                 try:
@@ -207,16 +227,16 @@ class RetentionService:
         if committed:
             referenced = await self.db.read(lambda conn: _referenced(conn, committed))
             orphans += [blob for blob in committed if blob.key not in referenced]
-        result = GarbageResult()
+        result = GarbageResult(weights.Capped(_blob_bytes, self.answer_bytes))
         for blob in orphans:
             if not dry_run:
                 if not blob.temporary and await self._manifest_appeared(blob):
                     continue
                 await asyncio.to_thread(self.blobs.delete, blob.key)
                 _COLLECTED.inc()
-            result.deleted.append(blob)
-        if result.deleted and not dry_run:
-            log.info("collected %d orphan blobs", len(result.deleted))
+            result.add(blob)
+        if result.deleted.count and not dry_run:
+            log.info("collected %d orphan blobs", result.deleted.count)
         return result
 
     async def _manifest_appeared(self, blob: ListedBlob) -> bool:
@@ -299,8 +319,8 @@ class RetentionService:
         collected = await self.collect_garbage(None)
         expired = await self.expire_answers()
         return {
-            "checkpoints_pruned": len(pruned.deleted),
-            "blobs_collected": len(collected.deleted),
+            "checkpoints_pruned": pruned.deleted.count,
+            "blobs_collected": collected.deleted.count,
             "answers_expired": expired,
         }
 

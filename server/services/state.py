@@ -43,6 +43,7 @@ from stateward.server.domain.errors import (
     Violations,
 )
 from stateward.server.domain.lifecycle import Status
+from stateward.server.services import weights
 from stateward.server.services.idempotency import Replay, Stored, guarded
 from stateward.storage import Database, EventDraft, WriteContext
 from stateward.storage import idempotency as answers
@@ -505,13 +506,8 @@ class StateService:
         found = await self.db.read(read)
         if found is None:
             raise _agent_missing(agent_id)
-        page: list[StateRecord] = []
-        budget = self.response_budget
-        for record in found[:size]:
-            budget -= len(record.document) + 128
-            if page and budget < 0:
-                break  # the rest would not fit in one response message
-            page.append(record)
+        keep = paging.fitting(found, size, weights.state, self.response_budget)
+        page = found[:keep]
         if len(page) < len(found):
             return page, paging.encode(digest, [page[-1].version])
         return page, ""
@@ -554,13 +550,14 @@ class StateService:
                 found[head.agent_id] = record
                 self._fill((namespace, head.agent_id), record, head, epoch)
         states = [found[agent_id] for agent_id in agent_ids if agent_id in found]
-        total = sum(len(record.document) + 128 for record in states)
+        missing = [agent_id for agent_id in agent_ids if agent_id not in found]
+        total = sum(map(weights.state, states)) + sum(map(paging.text_bytes, missing))
         if total > self.response_budget:
             raise ResourceExhausted(
                 f"the {len(states)} states add up to {total} bytes, more than one response can "
                 f"carry ({self.response_budget} bytes); ask for fewer agents per call"
             )
-        return states, [agent_id for agent_id in agent_ids if agent_id not in found]
+        return states, missing
 
     # -- bulk schema migration -------------------------------------------------------
     async def migrate(

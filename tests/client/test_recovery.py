@@ -21,6 +21,7 @@ from stateward.client import (
     TaskStatus,
     UsageError,
 )
+from stateward.server.config import Settings
 from tests.client.conftest import async_twin
 from tests.support.server import ServerThread
 
@@ -193,6 +194,9 @@ def test_retry_a_failed_run_and_compensate(live: Client, agent: str) -> None:
     steps = live.get_compensation_plan(run.run_id)
     assert [s.task_id for s in steps] == ["hotel", "flight"]  # last completed first
     assert steps[0].compensation == {"do": "cancel hotel"} and not steps[0].done
+    first = live.list_compensation_steps(run.run_id, page_size=1)
+    assert [s.task_id for s in first] == ["hotel"] and first.next_page_token
+    assert list(live.iter_compensation_steps(run.run_id, page_size=1)) == steps
     done = live.complete_compensation(run.run_id, steps[0].task_run_id)
     assert done.done and done.done_time is not None
 
@@ -231,3 +235,33 @@ def test_prune_gc_and_archive(live: Client, agent: str, shared_server: ServerThr
     assert (archives / name).exists()
     with pytest.raises(NotFound):
         live.get_workflow_run(run.run_id)
+
+
+def test_a_compensation_plan_bigger_than_one_answer_comes_whole(tmp_path: Path) -> None:
+    settings = Settings(
+        listen="127.0.0.1:0",
+        data_dir=str(tmp_path / "data"),
+        database_url=f"sqlite:///{tmp_path / 'stateward.db'}",
+        max_message_bytes=MiB,
+        log_level="WARNING",
+    )
+    server = ServerThread(settings).start()
+    try:
+        with Client.connect(server.target, timeout=10) as client:
+            client.create_agent("a1", "planner")
+            run = client.start_workflow_run("big", agent_id="a1")
+            for n in range(5):  # 5 x 300 KB of compensations: at least two answers
+                with client.track_task(run.run_id, f"t{n}", "a1") as task:
+                    task.complete(None, compensation={"undo": n, "pad": "x" * 300_000})
+            client.fail_workflow_run(run.run_id, "stop", ErrorKind.DEPENDENCY)
+            expected = [f"t{n}" for n in reversed(range(5))]
+            assert len(client.list_compensation_steps(run.run_id).items) < 5
+            assert [s.task_id for s in client.get_compensation_plan(run.run_id)] == expected
+
+            async def from_asyncio() -> list[str]:
+                async with async_twin(client) as twin:
+                    return [s.task_id for s in await twin.get_compensation_plan(run.run_id)]
+
+            assert asyncio.run(from_asyncio()) == expected
+    finally:
+        server.close()

@@ -16,13 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from stateward.server import metrics
 from stateward.server.config import Settings
 from stateward.storage.database import WriteContext
-from stateward.v1 import execution_pb2 as ex
 from stateward.v1 import (
+    common_pb2,
     execution_pb2_grpc,
     lifecycle_pb2_grpc,
     recovery_pb2,
     recovery_pb2_grpc,
 )
+from stateward.v1 import execution_pb2 as ex
 from stateward.v1 import lifecycle_pb2 as pb
 from tests.support.server import ServerThread
 
@@ -259,5 +260,93 @@ def test_list_pages_hold_what_fits_in_one_message_and_page_on(settings: Settings
             # Each listing needed several pages, where one would have exceeded the limit.
             assert min(agent_pages, run_pages, task_pages, history_pages) >= 3
             assert event_pages >= 4 and checkpoint_pages >= 2
+    finally:
+        server.close()
+
+
+# -- answers that are not paged keep what fits and say so --------------------------------------
+def test_unpaged_answers_keep_what_fits_and_say_they_were_cut(settings: Settings) -> None:
+    # A 1 MiB limit against a dozen task runs of ~200 KB each, per list.
+    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            lc = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
+            exe = execution_pb2_grpc.ExecutionServiceStub(channel)
+            rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
+            lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
+            failing = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+            done = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+            failed_ids = []
+            for n in range(12):
+                task = exe.StartTaskRun(
+                    ex.StartTaskRunRequest(
+                        run_id=failing.run_id,
+                        task_id=f"f{n}",
+                        agent_id="a",
+                        input_json=big_json(n, 200_000),
+                    )
+                ).task_run
+                exe.FailTaskRun(
+                    ex.FailTaskRunRequest(
+                        task_run_id=task.task_run_id, error=common_pb2.ErrorDetail(message="no")
+                    )
+                )
+                failed_ids.append(task.task_run_id)
+                task = exe.StartTaskRun(
+                    ex.StartTaskRunRequest(run_id=done.run_id, task_id=f"c{n}", agent_id="a")
+                ).task_run
+                exe.CompleteTaskRun(
+                    ex.CompleteTaskRunRequest(
+                        task_run_id=task.task_run_id,
+                        result_json=big_json(n, 100_000),
+                        compensation_json=big_json(n, 100_000),
+                    )
+                )
+            error = common_pb2.ErrorDetail(message="a task failed")
+            for run in (failing, done):
+                exe.FailWorkflowRun(ex.FailWorkflowRunRequest(run_id=run.run_id, error=error))
+
+            plan = rec.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id="a")).plan
+            listed = [t.task_run_id for t in plan.failed_task_runs]
+            assert plan.failed_task_runs_truncated and 0 < len(listed) < 12
+            assert listed == failed_ids[::-1][: len(listed)]  # the newest
+
+            request = recovery_pb2.RetryWorkflowRunRequest(run_id=done.run_id, request_id="r-1")
+            retried = rec.RetryWorkflowRun(request, timeout=30)
+            assert retried.carried_over_truncated and 0 < len(retried.carried_over) < 12
+            assert not retried.pending_task_ids_truncated
+            assert rec.RetryWorkflowRun(request, timeout=30) == retried  # the stored answer
+            carried, _ = page_all(
+                exe.ListTaskRuns,
+                ex.ListTaskRunsRequest(run_id=retried.run.run_id, page_size=1000),
+                "task_runs",
+            )
+            assert [t.task_id for t in carried] == [f"c{n}" for n in range(12)]  # all of them
+
+            steps, step_pages = page_all(
+                rec.GetCompensationPlan,
+                recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id),
+                "steps",
+            )
+            assert [s.task_id for s in steps] == [f"c{n}" for n in reversed(range(12))]
+            assert step_pages >= 2
+            two = rec.GetCompensationPlan(
+                recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id, page_size=2)
+            )
+            assert [s.task_id for s in two.steps] == ["c11", "c10"] and two.next_page_token
+
+            labels = {f"key-{k:02d}-{'k' * 200}": "v" * 250 for k in range(64)}  # ~30 KB
+            for _ in range(40):
+                rec.CreateCheckpoint(
+                    recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels)
+                )
+            for dry_run in (True, False):
+                pruned = rec.PruneCheckpoints(
+                    recovery_pb2.PruneCheckpointsRequest(agent_id="a", keep_last=1, dry_run=dry_run)
+                )
+                assert pruned.deleted_count == 39 and pruned.deleted_truncated
+                assert 0 < len(pruned.deleted) < 39
+            left = rec.ListCheckpoints(recovery_pb2.ListCheckpointsRequest(agent_id="a"))
+            assert len(left.checkpoints) == 1
     finally:
         server.close()

@@ -252,7 +252,7 @@ class RecoverAgentRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ...) -> None: ...
 
 class RecoveryPlan(_message.Message):
-    __slots__ = ("agent_id", "agent_status", "last_good_state_version", "last_failure", "failed_task_runs", "checkpoint", "strategy", "suggested_timeout", "retry_delay", "explanation")
+    __slots__ = ("agent_id", "agent_status", "last_good_state_version", "last_failure", "failed_task_runs", "checkpoint", "strategy", "suggested_timeout", "retry_delay", "explanation", "failed_task_runs_truncated")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_STATUS_FIELD_NUMBER: _ClassVar[int]
     LAST_GOOD_STATE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +263,7 @@ class RecoveryPlan(_message.Message):
     SUGGESTED_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     RETRY_DELAY_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    FAILED_TASK_RUNS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     agent_status: _lifecycle_pb2.AgentStatus
     last_good_state_version: int
@@ -273,7 +274,8 @@ class RecoveryPlan(_message.Message):
     suggested_timeout: _duration_pb2.Duration
     retry_delay: _duration_pb2.Duration
     explanation: str
-    def __init__(self, agent_id: _Optional[str] = ..., agent_status: _Optional[_Union[_lifecycle_pb2.AgentStatus, str]] = ..., last_good_state_version: _Optional[int] = ..., last_failure: _Optional[_Union[_execution_pb2.TaskRun, _Mapping]] = ..., failed_task_runs: _Optional[_Iterable[_Union[_execution_pb2.TaskRun, _Mapping]]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., strategy: _Optional[_Union[RecoveryStrategy, str]] = ..., suggested_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., explanation: _Optional[str] = ...) -> None: ...
+    failed_task_runs_truncated: bool
+    def __init__(self, agent_id: _Optional[str] = ..., agent_status: _Optional[_Union[_lifecycle_pb2.AgentStatus, str]] = ..., last_good_state_version: _Optional[int] = ..., last_failure: _Optional[_Union[_execution_pb2.TaskRun, _Mapping]] = ..., failed_task_runs: _Optional[_Iterable[_Union[_execution_pb2.TaskRun, _Mapping]]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., strategy: _Optional[_Union[RecoveryStrategy, str]] = ..., suggested_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., retry_delay: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., explanation: _Optional[str] = ..., failed_task_runs_truncated: _Optional[bool] = ...) -> None: ...
 
 class RecoverAgentResponse(_message.Message):
     __slots__ = ("plan",)
@@ -290,14 +292,18 @@ class RetryWorkflowRunRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RetryWorkflowRunResponse(_message.Message):
-    __slots__ = ("run", "carried_over", "pending_task_ids")
+    __slots__ = ("run", "carried_over", "pending_task_ids", "carried_over_truncated", "pending_task_ids_truncated")
     RUN_FIELD_NUMBER: _ClassVar[int]
     CARRIED_OVER_FIELD_NUMBER: _ClassVar[int]
     PENDING_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    CARRIED_OVER_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_TASK_IDS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     run: _execution_pb2.WorkflowRun
     carried_over: _containers.RepeatedCompositeFieldContainer[_execution_pb2.TaskRun]
     pending_task_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, run: _Optional[_Union[_execution_pb2.WorkflowRun, _Mapping]] = ..., carried_over: _Optional[_Iterable[_Union[_execution_pb2.TaskRun, _Mapping]]] = ..., pending_task_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    carried_over_truncated: bool
+    pending_task_ids_truncated: bool
+    def __init__(self, run: _Optional[_Union[_execution_pb2.WorkflowRun, _Mapping]] = ..., carried_over: _Optional[_Iterable[_Union[_execution_pb2.TaskRun, _Mapping]]] = ..., pending_task_ids: _Optional[_Iterable[str]] = ..., carried_over_truncated: _Optional[bool] = ..., pending_task_ids_truncated: _Optional[bool] = ...) -> None: ...
 
 class CompensationStep(_message.Message):
     __slots__ = ("task_run_id", "task_id", "compensation_json", "complete_time", "done", "done_time")
@@ -316,16 +322,22 @@ class CompensationStep(_message.Message):
     def __init__(self, task_run_id: _Optional[str] = ..., task_id: _Optional[str] = ..., compensation_json: _Optional[bytes] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., done: _Optional[bool] = ..., done_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetCompensationPlanRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "page_size", "page_token")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, run_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetCompensationPlanResponse(_message.Message):
-    __slots__ = ("steps",)
+    __slots__ = ("steps", "next_page_token")
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     steps: _containers.RepeatedCompositeFieldContainer[CompensationStep]
-    def __init__(self, steps: _Optional[_Iterable[_Union[CompensationStep, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, steps: _Optional[_Iterable[_Union[CompensationStep, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CompleteCompensationRequest(_message.Message):
     __slots__ = ("run_id", "task_run_id", "request_id")
@@ -356,12 +368,16 @@ class PruneCheckpointsRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., keep_last: _Optional[int] = ..., max_age: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class PruneCheckpointsResponse(_message.Message):
-    __slots__ = ("deleted", "freed_bytes")
+    __slots__ = ("deleted", "freed_bytes", "deleted_count", "deleted_truncated")
     DELETED_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     deleted: _containers.RepeatedCompositeFieldContainer[Checkpoint]
     freed_bytes: int
-    def __init__(self, deleted: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+    deleted_count: int
+    deleted_truncated: bool
+    def __init__(self, deleted: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., freed_bytes: _Optional[int] = ..., deleted_count: _Optional[int] = ..., deleted_truncated: _Optional[bool] = ...) -> None: ...
 
 class ArchiveRunsRequest(_message.Message):
     __slots__ = ("ended_before", "archive_url", "dry_run")
@@ -394,9 +410,13 @@ class CollectGarbageRequest(_message.Message):
     def __init__(self, grace_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class CollectGarbageResponse(_message.Message):
-    __slots__ = ("deleted_blobs", "freed_bytes")
+    __slots__ = ("deleted_blobs", "freed_bytes", "deleted_count", "deleted_truncated")
     DELETED_BLOBS_FIELD_NUMBER: _ClassVar[int]
     FREED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DELETED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     deleted_blobs: _containers.RepeatedScalarFieldContainer[str]
     freed_bytes: int
-    def __init__(self, deleted_blobs: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ...) -> None: ...
+    deleted_count: int
+    deleted_truncated: bool
+    def __init__(self, deleted_blobs: _Optional[_Iterable[str]] = ..., freed_bytes: _Optional[int] = ..., deleted_count: _Optional[int] = ..., deleted_truncated: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,130 @@
+"""What each record costs in a response, at most: the weights that keep answers under the
+message limit (see ``paging.RECORD_BYTES``).
+
+List pages stop when the next record's weight would not fit (``paging.fitting``); answers
+that are not paged (a recovery plan, a retry, a prune) trim their lists with ``trim`` or
+``Capped`` and say so. tests/unit/test_page_weights.py checks each weight against the
+real encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from stateward.server.domain import paging
+from stateward.storage.checkpoints import CheckpointRecord
+from stateward.storage.records import AgentRecord, ErrorRecord, EventRecord, TransitionRecord
+from stateward.storage.runs import RunRecord, TaskRunRecord
+from stateward.storage.states import StateRecord
+
+T = TypeVar("T")
+
+
+def error(e: ErrorRecord | None) -> int:
+    if e is None:
+        return 0
+    return paging.RECORD_BYTES + paging.text_bytes(e.message) + paging.blob_bytes(e.details)
+
+
+def agent(r: AgentRecord) -> int:
+    return (
+        paging.RECORD_BYTES
+        + paging.text_bytes(r.agent_id)
+        + paging.text_bytes(r.type)
+        + paging.blob_bytes(r.config)
+        + paging.labels_bytes(r.labels)
+        + error(r.error)
+    )
+
+
+def transition(r: TransitionRecord) -> int:
+    texts = (r.agent_id, r.reason, r.request_id)
+    return paging.RECORD_BYTES + sum(map(paging.text_bytes, texts))
+
+
+def run(r: RunRecord) -> int:
+    texts = (r.run_id, r.workflow_name, r.agent_id, r.root_run_id, r.retry_of_run_id)
+    return (
+        paging.RECORD_BYTES
+        + sum(map(paging.text_bytes, texts))
+        + paging.blob_bytes(r.input)
+        + paging.blob_bytes(r.result)
+        + paging.labels_bytes(r.labels)
+        + error(r.error)
+    )
+
+
+def task_run(r: TaskRunRecord) -> int:
+    texts = (r.task_run_id, r.run_id, r.task_id, r.agent_id, r.carried_from)
+    documents = (r.input, r.result, r.progress, r.compensation)
+    return (
+        paging.RECORD_BYTES
+        + sum(map(paging.text_bytes, texts))
+        + sum(map(paging.blob_bytes, documents))
+        + error(r.error)
+    )
+
+
+def compensation_step(r: TaskRunRecord) -> int:
+    texts = (r.task_run_id, r.task_id)
+    return (
+        paging.RECORD_BYTES + sum(map(paging.text_bytes, texts)) + paging.blob_bytes(r.compensation)
+    )
+
+
+def state(r: StateRecord) -> int:
+    return paging.RECORD_BYTES + paging.text_bytes(r.agent_id) + paging.blob_bytes(r.document)
+
+
+def event(r: EventRecord) -> int:
+    texts = (r.type, r.agent_id, r.run_id, r.task_run_id)
+    return paging.RECORD_BYTES + sum(map(paging.text_bytes, texts)) + paging.blob_bytes(r.data)
+
+
+def manifest(r: CheckpointRecord) -> int:
+    texts = (r.checkpoint_id, r.agent_id, r.sha256, r.compression)
+    return (
+        paging.RECORD_BYTES
+        + sum(map(paging.text_bytes, texts))
+        + paging.blob_bytes(r.payload)
+        + paging.labels_bytes(r.labels)
+    )
+
+
+def trim(items: Sequence[T], weigh: Callable[[T], int], budget: int) -> tuple[list[T], int]:
+    """The first of ``items`` that fit in ``budget`` bytes (possibly none), and the bytes
+    left. For answers that are not paged: the caller reports that the list was cut."""
+    kept: list[T] = []
+    for item in items:
+        cost = weigh(item)
+        if cost > budget:
+            break
+        budget -= cost
+        kept.append(item)
+    return kept, budget
+
+
+@dataclass(slots=True)
+class Capped(Generic[T]):
+    """A list an answer carries, kept within ``room`` bytes; ``count`` counts every item
+    added, listed or not. Once one item does not fit, no later one is listed, so the list
+    is a prefix of what was added."""
+
+    weigh: Callable[[T], int]
+    room: int
+    items: list[T] = field(default_factory=list)
+    count: int = 0
+    truncated: bool = False
+
+    def add(self, item: T) -> None:
+        self.count += 1
+        if self.truncated:
+            return
+        cost = self.weigh(item)
+        if cost > self.room:
+            self.truncated = True
+            return
+        self.room -= cost
+        self.items.append(item)
