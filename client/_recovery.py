@@ -170,13 +170,15 @@ class RecoveryCalls:
     def list_compensation_steps(
         self,
         run_id: str,
-        page_size: int = 0,
+        page_size: int = 1000,
         page_token: str = "",
         *,
         timeout: float | None = None,
         metadata: MetadataLike = (),
     ) -> Prepared[Page[CompensationStep]]:
-        """One page of :meth:`get_compensation_plan` (``page_size`` 0: as many as fit)."""
+        """One page of :meth:`get_compensation_plan`: at most ``page_size`` steps (1 to
+        1000), fewer when more would not fit in one response. (0 asks for every step in
+        one response, and fails with ResourceExhausted when they would not fit.)"""
         request = pb.GetCompensationPlanRequest(
             run_id=run_id, page_size=page_size, page_token=page_token
         )

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, or_, select
+from sqlalchemy import Connection, Select, delete, func, or_, select
 
 from stateward.storage import labels as label_rows
 from stateward.storage import schema
@@ -397,8 +397,42 @@ def prunable(
     """Checkpoints the policy lets go: beyond the ``keep_last`` newest of their agent (when
     ``keep_last`` > 0) or created before ``older_than`` (when set). The newest checkpoint of
     every agent is never among them. ``namespace`` None means every namespace."""
-    if keep_last <= 0 and older_than is None:
+    query = _prunable(namespace, agent_id, keep_last, older_than)
+    if query is None:
         return []
+    sub = query.subquery()
+    rows = conn.execute(
+        select(sub)
+        .order_by(sub.c.namespace, sub.c.agent_id, sub.c.created_at, sub.c.checkpoint_id)
+        .limit(limit)
+    ).all()
+    return [_core_record(row) for row in rows]
+
+
+def prunable_totals(
+    conn: Connection,
+    *,
+    namespace: str | None,
+    agent_id: str | None,
+    keep_last: int,
+    older_than: int | None,
+) -> tuple[int, int]:
+    """How many checkpoints :func:`prunable` would give without a limit, and their bytes."""
+    query = _prunable(namespace, agent_id, keep_last, older_than)
+    if query is None:
+        return 0, 0
+    sub = query.subquery()
+    count, size = conn.execute(
+        select(func.count(), func.coalesce(func.sum(sub.c.size), 0)).select_from(sub)
+    ).one()
+    return int(count), int(size)
+
+
+def _prunable(
+    namespace: str | None, agent_id: str | None, keep_last: int, older_than: int | None
+) -> Select[Any] | None:
+    if keep_last <= 0 and older_than is None:
+        return None
     rank = (
         func.row_number()
         .over(partition_by=(c.c.namespace, c.c.agent_id), order_by=_NEWEST_FIRST)
@@ -415,13 +449,7 @@ def prunable(
         reasons.append(sub.c.rank > keep_last)
     if older_than is not None:
         reasons.append(sub.c.created_at < older_than)
-    rows = conn.execute(
-        select(sub)
-        .where(sub.c.rank > 1, or_(*reasons))
-        .order_by(sub.c.namespace, sub.c.agent_id, sub.c.created_at, sub.c.checkpoint_id)
-        .limit(limit)
-    ).all()
-    return [_core_record(row) for row in rows]
+    return select(sub).where(sub.c.rank > 1, or_(*reasons))
 
 
 def manifests_for(conn: Connection, namespace: str, checkpoint_ids: list[str]) -> dict[str, str]:

@@ -98,11 +98,16 @@ def run_tasks(conn: Connection, namespace: str, run_id: str) -> list[TaskRunReco
 
 
 def compensations(
-    conn: Connection, namespace: str, run_id: str, *, after: tuple[int, int] | None, limit: int
+    conn: Connection,
+    namespace: str,
+    run_id: str,
+    *,
+    after: tuple[int, int] | None,
+    limit: int | None,
 ) -> list[TaskRunRecord]:
     """Completed task runs of a run that recorded a compensation, latest completion first
     (ties: latest started first), after the ``(ended_at, seq)`` cursor; ``limit + 1`` rows
-    tell if more follow."""
+    tell if more follow (None: all of them)."""
     ended = func.coalesce(t.c.ended_at, 0)
     query = select(t).where(
         t.c.namespace == namespace,
@@ -112,7 +117,9 @@ def compensations(
     )
     if after is not None:
         query = query.where(or_(ended < after[0], and_(ended == after[0], t.c.seq < after[1])))
-    query = query.order_by(ended.desc(), t.c.seq.desc()).limit(limit + 1)
+    query = query.order_by(ended.desc(), t.c.seq.desc())
+    if limit is not None:
+        query = query.limit(limit + 1)
     return [task_from_row(row) for row in conn.execute(query)]
 
 

@@ -144,7 +144,7 @@ def show_plan(plan: RecoveryPlan) -> str:
         ],
     )
     more = (
-        "\n(only the newest fit in one answer; `stateward runs show RUN` lists a run's task runs)"
+        "\n(a plan lists only the newest; `stateward runs show RUN` lists a run's task runs)"
         if plan.failed_task_runs_truncated
         else ""
     )

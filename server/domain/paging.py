@@ -18,6 +18,7 @@ from stateward.server.domain.errors import InvalidArgument
 
 T = TypeVar("T")
 
+INT64 = 1 << 63
 MESSAGE_MARGIN = 64 << 10
 """Room in a response for everything besides its records' variable parts."""
 
@@ -91,5 +92,7 @@ def decode(token: str, digest: str, shape: tuple[type, ...]) -> list[Any] | None
     cursor = value[1:]
     for item, kind in zip(cursor, shape, strict=True):
         if type(item) is not kind:
+            raise bad
+        if isinstance(item, int) and not -INT64 <= item < INT64:  # the databases' BIGINT
             raise bad
     return cursor

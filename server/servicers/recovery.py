@@ -17,7 +17,8 @@ import grpc
 from stateward.server.config import ConfigError, Settings
 from stateward.server.deps import Deps
 from stateward.server.domain import paging
-from stateward.server.domain.errors import InvalidArgument
+from stateward.server.domain import validation as check
+from stateward.server.domain.errors import InvalidArgument, ResourceExhausted
 from stateward.server.domain.planner import Strategy
 from stateward.server.rpc import convert, decoding, status
 from stateward.server.rpc.context import namespace, replay, respond, unary
@@ -260,6 +261,7 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
         # A batch of listings answers within half the message limit (or with its first
         # listing alone, when that is bigger), so batching never makes an answer too big.
         self.batch_answer_bytes = min(BATCH_ANSWER_BYTES, max_message_bytes // 2)
+        self.answer_bytes = paging.page_budget(max_message_bytes)
 
     # -- checkpoints ----------------------------------------------------------------------
     @unary
@@ -295,6 +297,14 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
     ) -> pb.BatchCreateCheckpointsResponse:
         # Each create is its own write: they share the writer's next group commit.
         ns = namespace(context)
+        _check_batch(request.requests)
+        answer = sum(map(_created_bytes, request.requests))
+        if answer > self.answer_bytes:  # refused before any write: nothing to undo
+            raise ResourceExhausted(
+                f"the answer to these {len(request.requests)} creates could reach {answer} "
+                f"bytes (each echoes its labels), more than one response can carry "
+                f"({self.answer_bytes} bytes); send fewer requests per batch"
+            )
         outcomes = await _each(request.requests, lambda r: self._create(ns, r))
         result = pb.CreateCheckpointResult
         return pb.BatchCreateCheckpointsResponse(
@@ -597,6 +607,20 @@ def _listed(
         checkpoints=[checkpoint(r, with_payload=with_payload) for r in records],
         next_page_token=token,
     )
+
+
+def _created_bytes(r: pb.CreateCheckpointRequest) -> int:
+    """At most what one create costs in a batch answer: its manifest (which echoes the
+    labels, with ids, digest and times), or its error (two violations per label at most)."""
+    labels = dict(r.labels)
+    manifest = (
+        paging.RECORD_BYTES
+        + paging.text_bytes(r.agent_id)
+        + paging.labels_bytes(labels)
+        + 3 * (paging.FIELD_BYTES + 128)  # checkpoint id, sha256, compression
+    )
+    error = 1024 + 512 * min(len(labels), check.MAX_LABELS)
+    return max(manifest, error)
 
 
 def _check_batch(requests: Sequence[Any]) -> None:

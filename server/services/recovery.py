@@ -23,7 +23,13 @@ from sqlalchemy import Connection
 from stateward.server.config import Settings
 from stateward.server.domain import paging, planner
 from stateward.server.domain import validation as check
-from stateward.server.domain.errors import Conflict, FailedPrecondition, NotFound, Violations
+from stateward.server.domain.errors import (
+    Conflict,
+    FailedPrecondition,
+    NotFound,
+    ResourceExhausted,
+    Violations,
+)
 from stateward.server.domain.runs import (
     MAX_EVENT_DATA,
     RunStatus,
@@ -174,6 +180,13 @@ class RecoveryService:
             budget -= weights.task_run(facts.last_failure)
         if checkpoint is not None:
             budget -= weights.manifest(checkpoint)
+        if budget < 0:  # only under a max_message_bytes smaller than the largest records
+            raise ResourceExhausted(
+                f"the recovery plan of agent {agent_id!r} would be about "
+                f"{self.answer_bytes - budget} bytes with its last failure and checkpoint, "
+                f"more than one response can carry ({self.answer_bytes} bytes); raise "
+                "max_message_bytes, or read them with GetTaskRun and GetCheckpoint"
+            )
         listed, _ = weights.trim(
             facts.open_failures[:MAX_FAILED_TASK_RUNS], weights.task_run, budget
         )
@@ -272,10 +285,13 @@ class RecoveryService:
         self, namespace: str, run_id: str, *, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[TaskRunRecord], str]:
         """A page of the compensation plan and the token of the next (empty at the end).
-        ``page_size`` 0 means as many as fit in one response (at most the largest page)."""
+
+        ``page_size`` 0 is the call as it was before paging: every (remaining) step, or
+        RESOURCE_EXHAUSTED when they would not fit in one response. A client that does not
+        know about pages then never takes part of a plan for all of it."""
         v = Violations()
         check.check_id(v, "run_id", run_id)
-        size = check.check_page_size(v, page_size) if page_size else check.MAX_PAGE_SIZE
+        size = check.check_page_size(v, page_size) if page_size else None
         v.raise_if_any()
         digest = paging.filter_digest("compensations", run_id)
         cursor = paging.decode(page_token, digest, (int, int))
@@ -289,6 +305,15 @@ class RecoveryService:
             return recovery_rows.compensations(conn, namespace, run_id, after=after, limit=size)
 
         steps = await self.db.read(read)
+        if size is None:
+            total = sum(map(weights.compensation_step, steps))
+            if total > self.answer_bytes:
+                raise ResourceExhausted(
+                    f"the compensation plan of run {run_id!r} has {len(steps)} steps of "
+                    f"{total} bytes, more than one response can carry ({self.answer_bytes} "
+                    "bytes); ask for pages with page_size (1 to 1000)"
+                )
+            return steps, ""
         keep = paging.fitting(steps, size, weights.compensation_step, self.answer_bytes)
         if len(steps) <= keep:
             return steps, ""

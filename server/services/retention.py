@@ -145,21 +145,32 @@ class RetentionService:
         if keep <= 0 and age is None:
             return result  # no policy: keep everything
 
+        def policy(now: int) -> dict[str, Any]:
+            return {
+                "namespace": namespace,
+                "agent_id": agent_id or None,
+                "keep_last": keep,
+                "older_than": now - age if age is not None else None,
+            }
+
         def candidates(conn: Any, now: int, limit: int) -> list[CheckpointRecord]:
-            return rows.prunable(
-                conn,
-                namespace=namespace,
-                agent_id=agent_id or None,
-                keep_last=keep,
-                older_than=now - age if age is not None else None,
-                limit=limit,
-            )
+            return rows.prunable(conn, **policy(now), limit=limit)
 
         if dry_run:
-            for record in await self.db.read(
-                lambda conn: candidates(conn, now_us(), DRY_RUN_LIMIT)
-            ):
+
+            def look(conn: Any) -> tuple[list[CheckpointRecord], tuple[int, int]]:
+                now = now_us()
+                return candidates(conn, now, DRY_RUN_LIMIT), rows.prunable_totals(
+                    conn, **policy(now)
+                )
+
+            listed, (count, size) = await self.db.read(look)
+            for record in listed:
                 result.add(record)
+            # The listing stops at DRY_RUN_LIMIT; the counts come whole from the database.
+            result.freed_bytes = size
+            result.deleted.count = count
+            result.deleted.truncated |= count > len(result.deleted.items)
             return result
 
         def write(ctx: WriteContext) -> list[CheckpointRecord]:

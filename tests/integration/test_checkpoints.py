@@ -23,6 +23,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 
 from stateward.server.config import ConfigError, Settings
+from stateward.server.services import retention
 from stateward.server.services.checkpoints import INLINE_MAX, PAYLOAD_PAGE
 from stateward.v1 import (
     execution_pb2,
@@ -684,7 +685,22 @@ def test_prune_keeps_the_newest_and_reports_dry_runs(client: Client) -> None:
     }
     assert client.recovery.PruneCheckpoints(pb.PruneCheckpointsRequest(keep_last=1)).deleted == []
     unset = client.recovery.PruneCheckpoints(pb.PruneCheckpointsRequest())  # no policy configured
-    assert unset.deleted == []
+    assert unset.deleted == [] and unset.deleted_count == 0 and not unset.deleted_truncated
+
+
+def test_a_dry_run_past_its_listing_limit_still_counts_everything(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "DRY_RUN_LIMIT", 3)  # the server runs in this process
+    agent = client.agent()
+    made = [client.create(agent, b"x" * (n + 1)) for n in range(6)]
+    request = pb.PruneCheckpointsRequest(agent_id=agent, keep_last=1, dry_run=True)
+    dry = client.recovery.PruneCheckpoints(request)
+    assert [c.checkpoint_id for c in dry.deleted] == [c.checkpoint_id for c in made[:3]]
+    assert (dry.deleted_count, dry.freed_bytes, dry.deleted_truncated) == (5, 15, True)
+    real = client.recovery.PruneCheckpoints(pb.PruneCheckpointsRequest(agent_id=agent, keep_last=1))
+    assert (real.deleted_count, real.freed_bytes, real.deleted_truncated) == (5, 15, False)
+    assert len(real.deleted) == 5
 
 
 def test_collect_garbage_removes_only_old_orphans(client: Client) -> None:

@@ -323,9 +323,14 @@ def test_unpaged_answers_keep_what_fits_and_say_they_were_cut(settings: Settings
             )
             assert [t.task_id for t in carried] == [f"c{n}" for n in range(12)]  # all of them
 
+            whole = recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id)  # page_size 0
+            with pytest.raises(grpc.RpcError) as refused:  # as before paging: never a part
+                rec.GetCompensationPlan(whole)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "page_size" in (refused.value.details() or "")
             steps, step_pages = page_all(
                 rec.GetCompensationPlan,
-                recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id),
+                recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id, page_size=1000),
                 "steps",
             )
             assert [s.task_id for s in steps] == [f"c{n}" for n in reversed(range(12))]
@@ -348,5 +353,70 @@ def test_unpaged_answers_keep_what_fits_and_say_they_were_cut(settings: Settings
                 assert 0 < len(pruned.deleted) < 39
             left = rec.ListCheckpoints(recovery_pb2.ListCheckpointsRequest(agent_id="a"))
             assert len(left.checkpoints) == 1
+    finally:
+        server.close()
+
+
+def test_a_batch_of_creates_whose_answer_could_not_be_sent_is_refused_before_writing(
+    settings: Settings,
+) -> None:
+    # Each result echoes its manifest's labels: ~990 KB of labels could answer with more
+    # than the 1 MiB limit allows, after every create had committed.
+    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            lifecycle_pb2_grpc.LifecycleServiceStub(channel).CreateAgent(
+                pb.CreateAgentRequest(agent_id="a", type="t")
+            )
+            rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
+            labels = {f"k{j:02d}" + "k" * 230: "v" * 250 for j in range(20)}
+
+            def batch(count: int) -> recovery_pb2.BatchCreateCheckpointsRequest:
+                create = recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels)
+                return recovery_pb2.BatchCreateCheckpointsRequest(requests=[create] * count)
+
+            assert batch(100).ByteSize() < 1 << 20  # the request itself is within the limit
+            with pytest.raises(grpc.RpcError) as refused:
+                rec.BatchCreateCheckpoints(batch(100), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "fewer requests per batch" in (refused.value.details() or "")
+            listed = rec.ListCheckpoints(recovery_pb2.ListCheckpointsRequest(agent_id="a"))
+            assert not listed.checkpoints  # nothing was written
+            answered = rec.BatchCreateCheckpoints(batch(80), timeout=30)
+            assert len(answered.results) == 80 and answered.ByteSize() <= 1 << 20
+    finally:
+        server.close()
+
+
+def test_a_plan_whose_fixed_parts_cannot_fit_says_so_precisely(settings: Settings) -> None:
+    # Each record fits in its own answer under 1 MiB; the plan would carry both.
+    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            lifecycle_pb2_grpc.LifecycleServiceStub(channel).CreateAgent(
+                pb.CreateAgentRequest(agent_id="a", type="t")
+            )
+            exe = execution_pb2_grpc.ExecutionServiceStub(channel)
+            rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
+            text = "\U0001f600" * 252
+            labels = {f"{k:04d}" + text: text for k in range(64)}  # ~130 KB of labels
+            rec.CreateCheckpoint(
+                recovery_pb2.CreateCheckpointRequest(agent_id="a", payload=b"x", labels=labels)
+            )
+            run = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+            task = exe.StartTaskRun(
+                ex.StartTaskRunRequest(
+                    run_id=run.run_id, task_id="t", agent_id="a", input_json=big_json(0, 960_000)
+                )
+            ).task_run
+            exe.FailTaskRun(
+                ex.FailTaskRunRequest(
+                    task_run_id=task.task_run_id, error=common_pb2.ErrorDetail(message="no")
+                )
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                rec.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id="a"), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "raise max_message_bytes" in (refused.value.details() or "")
     finally:
         server.close()

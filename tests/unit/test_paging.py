@@ -41,7 +41,10 @@ def test_tokens_are_url_safe_and_unpadded() -> None:
 # Real cursor parts are ids (at most 128 characters of a small alphabet) and integers;
 # 48 arbitrary characters, each up to a 6-byte JSON escape, keep four parts under the
 # 2048-character token limit.
-@given(st.lists(st.one_of(st.integers(), st.text(max_size=48)), min_size=1, max_size=4))
+INT64 = st.integers(-(2**63), 2**63 - 1)  # what the databases store
+
+
+@given(st.lists(st.one_of(INT64, st.text(max_size=48)), min_size=1, max_size=4))
 def test_any_cursor_round_trips(cursor: list[object]) -> None:
     shape = tuple(type(item) for item in cursor)
     assert paging.decode(paging.encode(DIGEST, cursor), DIGEST, shape) == cursor
@@ -108,6 +111,12 @@ def test_forged_tokens_are_refused(token: str) -> None:
 
 def test_a_bool_is_not_an_int_cursor() -> None:
     assert_refused(raw_token([DIGEST, True]), (int,))
+
+
+@pytest.mark.parametrize("number", [2**63, -(2**63) - 1, 2**64])
+def test_an_int_cursor_beyond_64_bits_is_refused(number: int) -> None:
+    # Not INTERNAL (SQLite's OverflowError) or UNAVAILABLE (PostgreSQL's out-of-range).
+    assert_refused(raw_token([DIGEST, number]), (int,))
 
 
 def test_an_over_long_but_well_formed_token_is_refused() -> None:
