@@ -17,13 +17,17 @@ import grpc
 from stateward.server.config import ConfigError, Settings
 from stateward.server.deps import Deps
 from stateward.server.domain import paging
-from stateward.server.domain import validation as check
-from stateward.server.domain.errors import InvalidArgument, ResourceExhausted
+from stateward.server.domain.errors import InvalidArgument
 from stateward.server.domain.planner import Strategy
 from stateward.server.rpc import convert, decoding, status
 from stateward.server.rpc.context import namespace, replay, respond, unary
 from stateward.server.servicers.execution import task_run, workflow_run
-from stateward.server.services.checkpoints import CheckpointService, RestoreResult
+from stateward.server.services.checkpoints import (
+    CheckpointService,
+    RestoreResult,
+    answer_full,
+    check_create,
+)
 from stateward.server.services.recovery import (
     RecoveryPlan,
     RecoveryService,
@@ -295,22 +299,36 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
     async def BatchCreateCheckpoints(
         self, request: pb.BatchCreateCheckpointsRequest, context: Ctx
     ) -> pb.BatchCreateCheckpointsResponse:
-        # Each create is its own write: they share the writer's next group commit.
+        # Each create is its own write: they share the writer's next group commit. The
+        # answer is weighed first, as each result echoes its labels: the requests past
+        # what one response holds are not written but answer BATCH_ANSWER_FULL, to be sent
+        # again (the first always goes, as its own call would).
         ns = namespace(context)
-        _check_batch(request.requests)
-        answer = sum(map(_created_bytes, request.requests))
-        if answer > self.answer_bytes:  # refused before any write: nothing to undo
-            raise ResourceExhausted(
-                f"the answer to these {len(request.requests)} creates could reach {answer} "
-                f"bytes (each echoes its labels), more than one response can carry "
-                f"({self.answer_bytes} bytes); send fewer requests per batch"
-            )
-        outcomes = await _each(request.requests, lambda r: self._create(ns, r))
+        requests = request.requests
+        _check_batch(requests)
+        outcomes: list[pb.CreateCheckpointResponse | ItemStatus | None] = []
+        room, full = self.answer_bytes, False
+        for r in requests:
+            outcome: ItemStatus | None = None
+            try:
+                check_create(r.agent_id, dict(r.labels), r.request_id)
+                cost = _created_bytes(r)
+            except InvalidArgument as error:  # its own call would end here too
+                outcome = status.item_status(error)
+                cost = ITEM_FRAMING + outcome.ByteSize()
+            if outcomes and (full or cost > room):
+                full = True  # later requests too: the answered ones stay a prefix
+                outcome = status.item_status(answer_full(self.answer_bytes))
+            else:
+                room -= cost
+            outcomes.append(outcome)
+        todo = [r for r, outcome in zip(requests, outcomes, strict=True) if outcome is None]
+        created = iter(await _each(todo, lambda r: self._create(ns, r)))
         result = pb.CreateCheckpointResult
         return pb.BatchCreateCheckpointsResponse(
             results=[
                 result(error=o) if isinstance(o, ItemStatus) else result(response=o)
-                for o in outcomes
+                for o in (next(created) if o is None else o for o in outcomes)
             ]
         )
 
@@ -609,18 +627,23 @@ def _listed(
     )
 
 
+ITEM_FRAMING = 16
+"""A batch result's framing around its response or status."""
+CREATE_ERROR_BYTES = 2048
+"""At most what the error of a create that passed its checks costs in an answer (agent
+not found, request id reused, storage unavailable, internal): a message and small details."""
+
+
 def _created_bytes(r: pb.CreateCheckpointRequest) -> int:
-    """At most what one create costs in a batch answer: its manifest (which echoes the
-    labels, with ids, digest and times), or its error (two violations per label at most)."""
-    labels = dict(r.labels)
+    """At most what a create that passed its checks costs in a batch answer: its manifest
+    (which echoes the labels, with ids, digest and times), or a small error."""
     manifest = (
         paging.RECORD_BYTES
         + paging.text_bytes(r.agent_id)
-        + paging.labels_bytes(labels)
+        + paging.labels_bytes(dict(r.labels))
         + 3 * (paging.FIELD_BYTES + 128)  # checkpoint id, sha256, compression
     )
-    error = 1024 + 512 * min(len(labels), check.MAX_LABELS)
-    return max(manifest, error)
+    return ITEM_FRAMING + max(manifest, CREATE_ERROR_BYTES)
 
 
 def _check_batch(requests: Sequence[Any]) -> None:
@@ -635,7 +658,6 @@ async def _each(
 ) -> list[Resp | ItemStatus]:
     """Serve ``requests`` concurrently, each on its own: a failure becomes that request's
     status, as its own call would have ended, and leaves the others alone."""
-    _check_batch(requests)
     outcomes = await asyncio.gather(*map(serve, requests), return_exceptions=True)
     served: list[Resp | ItemStatus] = []
     for outcome in outcomes:

@@ -123,11 +123,7 @@ class CheckpointService:
         labels: dict[str, str],
         replay: Replay | None = None,
     ) -> CheckpointRecord | Stored:
-        v = Violations()
-        check.check_id(v, "agent_id", agent_id)
-        check.check_labels(v, "labels", labels)
-        check.check_request_id(v, replay.request_id if replay else "")
-        v.raise_if_any()
+        check_create(agent_id, labels, replay.request_id if replay else "")
         if len(payload) <= INLINE_MAX:
             # No upload to spare: the write itself checks the request_id and the agent.
             size = len(payload)
@@ -381,10 +377,7 @@ class CheckpointService:
             return found
 
         found = iter(await self.db.read(read))
-        full = BatchAnswerFull(
-            f"the batch's answer reached its {budget}-byte limit before this request; "
-            "send it again, alone or in a smaller batch"
-        )
+        full = answer_full(budget)
         pages: list[Page | Exception] = []
         for query in parsed:
             if isinstance(query, Exception):
@@ -646,6 +639,22 @@ class _Listing:
         found = found[:keep]
         digest = self.digest or _filter_digest(self.agent_id, self.labels)
         return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
+
+
+def check_create(agent_id: str, labels: dict[str, str], request_id: str) -> None:
+    """CreateCheckpoint's checks of its request (INVALID_ARGUMENT), before any read."""
+    v = Violations()
+    check.check_id(v, "agent_id", agent_id)
+    check.check_labels(v, "labels", labels)
+    check.check_request_id(v, request_id)
+    v.raise_if_any()
+
+
+def answer_full(budget: int) -> BatchAnswerFull:
+    return BatchAnswerFull(
+        f"the batch's answer reached its {budget}-byte limit before this request; "
+        "send it again, alone or in a smaller batch"
+    )
 
 
 def _answer_bytes(records: list[CheckpointRecord]) -> int:

@@ -357,11 +357,9 @@ def test_unpaged_answers_keep_what_fits_and_say_they_were_cut(settings: Settings
         server.close()
 
 
-def test_a_batch_of_creates_whose_answer_could_not_be_sent_is_refused_before_writing(
-    settings: Settings,
-) -> None:
-    # Each result echoes its manifest's labels: ~990 KB of labels could answer with more
-    # than the 1 MiB limit allows, after every create had committed.
+def test_a_batch_of_creates_writes_only_what_its_answer_can_carry(settings: Settings) -> None:
+    # Each result echoes its manifest's labels, and a refused request its violations: a
+    # request within the 1 MiB limit could answer with more, after its writes committed.
     server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
     try:
         with grpc.insecure_channel(server.target) as channel:
@@ -370,20 +368,39 @@ def test_a_batch_of_creates_whose_answer_could_not_be_sent_is_refused_before_wri
             )
             rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
             labels = {f"k{j:02d}" + "k" * 230: "v" * 250 for j in range(20)}
+            create = recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels)
+            batch = recovery_pb2.BatchCreateCheckpointsRequest(requests=[create] * 100)
+            assert batch.ByteSize() < 1 << 20  # the request itself is within the limit
+            answer = rec.BatchCreateCheckpoints(batch, timeout=30)
+            kinds = [r.WhichOneof("result") for r in answer.results]
+            written = kinds.count("response")
+            assert 50 < written < 100 and kinds == ["response"] * written + ["error"] * (
+                100 - written
+            )
+            for refused in answer.results[written:]:
+                assert refused.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                assert "send it again" in refused.error.message
+            listed, _ = page_all(
+                rec.ListCheckpoints,
+                recovery_pb2.ListCheckpointsRequest(agent_id="a", page_size=1000),
+                "checkpoints",
+            )
+            assert len(listed) == written  # the refused ones were not written
 
-            def batch(count: int) -> recovery_pb2.BatchCreateCheckpointsRequest:
-                create = recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels)
-                return recovery_pb2.BatchCreateCheckpointsRequest(requests=[create] * count)
-
-            assert batch(100).ByteSize() < 1 << 20  # the request itself is within the limit
-            with pytest.raises(grpc.RpcError) as refused:
-                rec.BatchCreateCheckpoints(batch(100), timeout=30)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "fewer requests per batch" in (refused.value.details() or "")
-            listed = rec.ListCheckpoints(recovery_pb2.ListCheckpointsRequest(agent_id="a"))
-            assert not listed.checkpoints  # nothing was written
-            answered = rec.BatchCreateCheckpoints(batch(80), timeout=30)
-            assert len(answered.results) == 80 and answered.ByteSize() <= 1 << 20
+            # Refused requests answer with their violations, named by the labels'
+            # escaped keys: up to ~50 KB each from ~3 KB of request.
+            bad = {"\x01" * 31 + f"\x00{j}": "\x00" for j in range(64)}
+            hostile = recovery_pb2.BatchCreateCheckpointsRequest(
+                requests=[recovery_pb2.CreateCheckpointRequest(agent_id="a", request_id="ok")]
+                + [recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=bad)] * 99
+            )
+            answer = rec.BatchCreateCheckpoints(hostile, timeout=30)
+            assert answer.results[0].WhichOneof("result") == "response"
+            codes = {r.error.code for r in answer.results[1:]}
+            assert codes == {
+                grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+            }
     finally:
         server.close()
 

@@ -162,9 +162,12 @@ class RecoveryServiceServicer:
     def BatchCreateCheckpoints(self, request, context):
         """CreateCheckpoint for several callers in one call, for clients that
         coalesce the calls of concurrent callers (the Python LangGraph saver
-        does). Not atomic: each request succeeds or fails on its own, exactly as
-        its own CreateCheckpoint would, and the results come in request order.
-        At most 100 requests.
+        does). Not atomic: each request succeeds or fails on its own, as its own
+        CreateCheckpoint would, and the results come in request order. The
+        answer stays within the message limit: requests past what it can carry
+        (each result echoes its labels) are not written and answer
+        RESOURCE_EXHAUSTED with reason BATCH_ANSWER_FULL; send them again. The
+        first request is always served. At most 100 requests.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
