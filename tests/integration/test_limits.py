@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import pytest
@@ -159,7 +159,28 @@ def test_out_of_range_times_are_invalid_argument_not_internal(server: ServerThre
             assert field in (refused.value.details() or ""), field
 
 
-# -- list pages stop short of the message limit ------------------------------------------------
+# -- list pages and answers stop short of the message limit -------------------------------------
+class Stubs(NamedTuple):
+    lifecycle: lifecycle_pb2_grpc.LifecycleServiceStub
+    execution: execution_pb2_grpc.ExecutionServiceStub
+    recovery: recovery_pb2_grpc.RecoveryServiceStub
+
+
+@pytest.fixture
+def one_mib(settings: Settings) -> Iterator[Stubs]:
+    """Stubs of a server whose messages are limited to 1 MiB."""
+    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            yield Stubs(
+                lifecycle_pb2_grpc.LifecycleServiceStub(channel),
+                execution_pb2_grpc.ExecutionServiceStub(channel),
+                recovery_pb2_grpc.RecoveryServiceStub(channel),
+            )
+    finally:
+        server.close()
+
+
 def page_all(call: Any, request: Any, field: str) -> tuple[list[Any], int]:
     """Every item of a listing, paging with the largest page size; and the number of pages."""
     items: list[Any] = []
@@ -177,263 +198,220 @@ def big_json(n: int, size: int) -> bytes:
     return b'{"n": %d, "pad": "%s"}' % (n, b"x" * size)
 
 
-def test_list_pages_hold_what_fits_in_one_message_and_page_on(settings: Settings) -> None:
+def test_list_pages_hold_what_fits_in_one_message_and_page_on(one_mib: Stubs) -> None:
     # A 1 MiB limit: list pages may carry ~960 KiB of records; every record is ~100 KiB+.
-    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
-    try:
-        with grpc.insecure_channel(server.target) as channel:
-            lc = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
-            exe = execution_pb2_grpc.ExecutionServiceStub(channel)
-            rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
-            for n in range(12):
-                lc.CreateAgent(
-                    pb.CreateAgentRequest(
-                        agent_id=f"a{n}", type="t", config_json=big_json(n, 200_000)
-                    )
-                )
-            run = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
-            for n in range(12):
-                exe.StartWorkflowRun(
-                    ex.StartWorkflowRunRequest(workflow_name="big", input_json=big_json(n, 200_000))
-                )
-                exe.StartTaskRun(
-                    ex.StartTaskRunRequest(
-                        run_id=run.run_id,
-                        task_id=f"t{n}",
-                        agent_id="a0",
-                        input_json=big_json(n, 200_000),
-                    )
-                )
-            for n in range(0, 60, 10):  # 60 events of ~60 KB, ten per call
-                exe.AppendEvents(
-                    ex.AppendEventsRequest(
-                        events=[
-                            ex.NewEvent(
-                                type="big", data_json=big_json(k, 60_000), run_id=run.run_id
-                            )
-                            for k in range(n, n + 10)
-                        ]
-                    )
-                )
-            labels = {f"key-{k:02d}-{'k' * 200}": "v" * 250 for k in range(64)}  # ~30 KB
-            for _ in range(40):
-                rec.CreateCheckpoint(
-                    recovery_pb2.CreateCheckpointRequest(agent_id="a1", labels=labels)
-                )
+    lc, exe, rec = one_mib
+    for n in range(12):
+        lc.CreateAgent(
+            pb.CreateAgentRequest(agent_id=f"a{n}", type="t", config_json=big_json(n, 200_000))
+        )
+    run = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+    for n in range(12):
+        exe.StartWorkflowRun(
+            ex.StartWorkflowRunRequest(workflow_name="big", input_json=big_json(n, 200_000))
+        )
+        exe.StartTaskRun(
+            ex.StartTaskRunRequest(
+                run_id=run.run_id,
+                task_id=f"t{n}",
+                agent_id="a0",
+                input_json=big_json(n, 200_000),
+            )
+        )
+    for n in range(0, 60, 10):  # 60 events of ~60 KB, ten per call
+        exe.AppendEvents(
+            ex.AppendEventsRequest(
+                events=[
+                    ex.NewEvent(type="big", data_json=big_json(k, 60_000), run_id=run.run_id)
+                    for k in range(n, n + 10)
+                ]
+            )
+        )
+    labels = {f"key-{k:02d}-{'k' * 200}": "v" * 250 for k in range(64)}  # ~30 KB
+    for _ in range(40):
+        rec.CreateCheckpoint(recovery_pb2.CreateCheckpointRequest(agent_id="a1", labels=labels))
 
-            agents, agent_pages = page_all(
-                lc.ListAgents, pb.ListAgentsRequest(page_size=1000), "agents"
-            )
-            assert [a.agent_id for a in agents] == sorted(f"a{n}" for n in range(12))
-            runs, run_pages = page_all(
-                exe.ListWorkflowRuns,
-                ex.ListWorkflowRunsRequest(workflow_name="big", page_size=1000),
-                "runs",
-            )
-            assert sorted(r.input_json for r in runs) == sorted(
-                big_json(n, 200_000) for n in range(12)
-            )
-            tasks, task_pages = page_all(
-                exe.ListTaskRuns,
-                ex.ListTaskRunsRequest(run_id=run.run_id, page_size=1000),
-                "task_runs",
-            )
-            assert [t.task_id for t in tasks] == [f"t{n}" for n in range(12)]
-            history, history_pages = page_all(
-                exe.GetAgentHistory,
-                ex.GetAgentHistoryRequest(agent_id="a0", page_size=1000),
-                "task_runs",
-            )
-            assert [t.task_id for t in history] == [f"t{n}" for n in reversed(range(12))]
-            events, event_pages = page_all(
-                exe.ListEvents,
-                ex.ListEventsRequest(filter=ex.EventFilter(types=["big"]), page_size=1000),
-                "events",
-            )
-            assert [e.data_json for e in events] == [big_json(k, 60_000) for k in range(60)]
-            checkpoints, checkpoint_pages = page_all(
-                rec.ListCheckpoints,
-                recovery_pb2.ListCheckpointsRequest(agent_id="a1", page_size=1000),
-                "checkpoints",
-            )
-            assert len({c.checkpoint_id for c in checkpoints}) == 40
-            # Each listing needed several pages, where one would have exceeded the limit.
-            assert min(agent_pages, run_pages, task_pages, history_pages) >= 3
-            assert event_pages >= 4 and checkpoint_pages >= 2
-    finally:
-        server.close()
+    agents, agent_pages = page_all(lc.ListAgents, pb.ListAgentsRequest(page_size=1000), "agents")
+    assert [a.agent_id for a in agents] == sorted(f"a{n}" for n in range(12))
+    runs, run_pages = page_all(
+        exe.ListWorkflowRuns,
+        ex.ListWorkflowRunsRequest(workflow_name="big", page_size=1000),
+        "runs",
+    )
+    assert sorted(r.input_json for r in runs) == sorted(big_json(n, 200_000) for n in range(12))
+    tasks, task_pages = page_all(
+        exe.ListTaskRuns,
+        ex.ListTaskRunsRequest(run_id=run.run_id, page_size=1000),
+        "task_runs",
+    )
+    assert [t.task_id for t in tasks] == [f"t{n}" for n in range(12)]
+    history, history_pages = page_all(
+        exe.GetAgentHistory,
+        ex.GetAgentHistoryRequest(agent_id="a0", page_size=1000),
+        "task_runs",
+    )
+    assert [t.task_id for t in history] == [f"t{n}" for n in reversed(range(12))]
+    events, event_pages = page_all(
+        exe.ListEvents,
+        ex.ListEventsRequest(filter=ex.EventFilter(types=["big"]), page_size=1000),
+        "events",
+    )
+    assert [e.data_json for e in events] == [big_json(k, 60_000) for k in range(60)]
+    checkpoints, checkpoint_pages = page_all(
+        rec.ListCheckpoints,
+        recovery_pb2.ListCheckpointsRequest(agent_id="a1", page_size=1000),
+        "checkpoints",
+    )
+    assert len({c.checkpoint_id for c in checkpoints}) == 40
+    # Each listing needed several pages, where one would have exceeded the limit.
+    assert min(agent_pages, run_pages, task_pages, history_pages) >= 3
+    assert event_pages >= 4 and checkpoint_pages >= 2
 
 
 # -- answers that are not paged keep what fits and say so --------------------------------------
-def test_unpaged_answers_keep_what_fits_and_say_they_were_cut(settings: Settings) -> None:
+def test_unpaged_answers_keep_what_fits_and_say_they_were_cut(one_mib: Stubs) -> None:
     # A 1 MiB limit against a dozen task runs of ~200 KB each, per list.
-    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
-    try:
-        with grpc.insecure_channel(server.target) as channel:
-            lc = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
-            exe = execution_pb2_grpc.ExecutionServiceStub(channel)
-            rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
-            lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
-            failing = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
-            done = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
-            failed_ids = []
-            for n in range(12):
-                task = exe.StartTaskRun(
-                    ex.StartTaskRunRequest(
-                        run_id=failing.run_id,
-                        task_id=f"f{n}",
-                        agent_id="a",
-                        input_json=big_json(n, 200_000),
-                    )
-                ).task_run
-                exe.FailTaskRun(
-                    ex.FailTaskRunRequest(
-                        task_run_id=task.task_run_id, error=common_pb2.ErrorDetail(message="no")
-                    )
-                )
-                failed_ids.append(task.task_run_id)
-                task = exe.StartTaskRun(
-                    ex.StartTaskRunRequest(run_id=done.run_id, task_id=f"c{n}", agent_id="a")
-                ).task_run
-                exe.CompleteTaskRun(
-                    ex.CompleteTaskRunRequest(
-                        task_run_id=task.task_run_id,
-                        result_json=big_json(n, 100_000),
-                        compensation_json=big_json(n, 100_000),
-                    )
-                )
-            error = common_pb2.ErrorDetail(message="a task failed")
-            for run in (failing, done):
-                exe.FailWorkflowRun(ex.FailWorkflowRunRequest(run_id=run.run_id, error=error))
-
-            plan = rec.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id="a")).plan
-            listed = [t.task_run_id for t in plan.failed_task_runs]
-            assert plan.failed_task_runs_truncated and 0 < len(listed) < 12
-            assert listed == failed_ids[::-1][: len(listed)]  # the newest
-
-            request = recovery_pb2.RetryWorkflowRunRequest(run_id=done.run_id, request_id="r-1")
-            retried = rec.RetryWorkflowRun(request, timeout=30)
-            assert retried.carried_over_truncated and 0 < len(retried.carried_over) < 12
-            assert not retried.pending_task_ids_truncated
-            assert rec.RetryWorkflowRun(request, timeout=30) == retried  # the stored answer
-            carried, _ = page_all(
-                exe.ListTaskRuns,
-                ex.ListTaskRunsRequest(run_id=retried.run.run_id, page_size=1000),
-                "task_runs",
+    lc, exe, rec = one_mib
+    lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
+    failing = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+    done = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+    failed_ids = []
+    for n in range(12):
+        task = exe.StartTaskRun(
+            ex.StartTaskRunRequest(
+                run_id=failing.run_id,
+                task_id=f"f{n}",
+                agent_id="a",
+                input_json=big_json(n, 200_000),
             )
-            assert [t.task_id for t in carried] == [f"c{n}" for n in range(12)]  # all of them
-
-            whole = recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id)  # page_size 0
-            with pytest.raises(grpc.RpcError) as refused:  # as before paging: never a part
-                rec.GetCompensationPlan(whole)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "page_size" in (refused.value.details() or "")
-            steps, step_pages = page_all(
-                rec.GetCompensationPlan,
-                recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id, page_size=1000),
-                "steps",
+        ).task_run
+        exe.FailTaskRun(
+            ex.FailTaskRunRequest(
+                task_run_id=task.task_run_id, error=common_pb2.ErrorDetail(message="no")
             )
-            assert [s.task_id for s in steps] == [f"c{n}" for n in reversed(range(12))]
-            assert step_pages >= 2
-            two = rec.GetCompensationPlan(
-                recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id, page_size=2)
+        )
+        failed_ids.append(task.task_run_id)
+        task = exe.StartTaskRun(
+            ex.StartTaskRunRequest(run_id=done.run_id, task_id=f"c{n}", agent_id="a")
+        ).task_run
+        exe.CompleteTaskRun(
+            ex.CompleteTaskRunRequest(
+                task_run_id=task.task_run_id,
+                result_json=big_json(n, 100_000),
+                compensation_json=big_json(n, 100_000),
             )
-            assert [s.task_id for s in two.steps] == ["c11", "c10"] and two.next_page_token
+        )
+    error = common_pb2.ErrorDetail(message="a task failed")
+    for run in (failing, done):
+        exe.FailWorkflowRun(ex.FailWorkflowRunRequest(run_id=run.run_id, error=error))
 
-            labels = {f"key-{k:02d}-{'k' * 200}": "v" * 250 for k in range(64)}  # ~30 KB
-            for _ in range(40):
-                rec.CreateCheckpoint(
-                    recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels)
-                )
-            for dry_run in (True, False):
-                pruned = rec.PruneCheckpoints(
-                    recovery_pb2.PruneCheckpointsRequest(agent_id="a", keep_last=1, dry_run=dry_run)
-                )
-                assert pruned.deleted_count == 39 and pruned.deleted_truncated
-                assert 0 < len(pruned.deleted) < 39
-            left = rec.ListCheckpoints(recovery_pb2.ListCheckpointsRequest(agent_id="a"))
-            assert len(left.checkpoints) == 1
-    finally:
-        server.close()
+    plan = rec.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id="a")).plan
+    listed = [t.task_run_id for t in plan.failed_task_runs]
+    assert plan.failed_task_runs_truncated and 0 < len(listed) < 12
+    assert listed == failed_ids[::-1][: len(listed)]  # the newest
+
+    request = recovery_pb2.RetryWorkflowRunRequest(run_id=done.run_id, request_id="r-1")
+    retried = rec.RetryWorkflowRun(request, timeout=30)
+    assert retried.carried_over_truncated and 0 < len(retried.carried_over) < 12
+    assert not retried.pending_task_ids_truncated
+    assert rec.RetryWorkflowRun(request, timeout=30) == retried  # the stored answer
+    carried, _ = page_all(
+        exe.ListTaskRuns,
+        ex.ListTaskRunsRequest(run_id=retried.run.run_id, page_size=1000),
+        "task_runs",
+    )
+    assert [t.task_id for t in carried] == [f"c{n}" for n in range(12)]  # all of them
+
+    whole = recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id)  # page_size 0
+    with pytest.raises(grpc.RpcError) as refused:  # as before paging: never a part
+        rec.GetCompensationPlan(whole)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "page_size" in (refused.value.details() or "")
+    steps, step_pages = page_all(
+        rec.GetCompensationPlan,
+        recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id, page_size=1000),
+        "steps",
+    )
+    assert [s.task_id for s in steps] == [f"c{n}" for n in reversed(range(12))]
+    assert step_pages >= 2
+    two = rec.GetCompensationPlan(
+        recovery_pb2.GetCompensationPlanRequest(run_id=done.run_id, page_size=2)
+    )
+    assert [s.task_id for s in two.steps] == ["c11", "c10"] and two.next_page_token
+
+    labels = {f"key-{k:02d}-{'k' * 200}": "v" * 250 for k in range(64)}  # ~30 KB
+    for _ in range(40):
+        rec.CreateCheckpoint(recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels))
+    for dry_run in (True, False):
+        pruned = rec.PruneCheckpoints(
+            recovery_pb2.PruneCheckpointsRequest(agent_id="a", keep_last=1, dry_run=dry_run)
+        )
+        assert pruned.deleted_count == 39 and pruned.deleted_truncated
+        assert 0 < len(pruned.deleted) < 39
+    left = rec.ListCheckpoints(recovery_pb2.ListCheckpointsRequest(agent_id="a"))
+    assert len(left.checkpoints) == 1
 
 
-def test_a_batch_of_creates_writes_only_what_its_answer_can_carry(settings: Settings) -> None:
+def test_a_batch_of_creates_writes_only_what_its_answer_can_carry(one_mib: Stubs) -> None:
     # Each result echoes its manifest's labels, and a refused request its violations: a
     # request within the 1 MiB limit could answer with more, after its writes committed.
-    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
-    try:
-        with grpc.insecure_channel(server.target) as channel:
-            lifecycle_pb2_grpc.LifecycleServiceStub(channel).CreateAgent(
-                pb.CreateAgentRequest(agent_id="a", type="t")
-            )
-            rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
-            labels = {f"k{j:02d}" + "k" * 230: "v" * 250 for j in range(20)}
-            create = recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels)
-            batch = recovery_pb2.BatchCreateCheckpointsRequest(requests=[create] * 100)
-            assert batch.ByteSize() < 1 << 20  # the request itself is within the limit
-            answer = rec.BatchCreateCheckpoints(batch, timeout=30)
-            kinds = [r.WhichOneof("result") for r in answer.results]
-            written = kinds.count("response")
-            assert 50 < written < 100 and kinds == ["response"] * written + ["error"] * (
-                100 - written
-            )
-            for refused in answer.results[written:]:
-                assert refused.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-                assert "send it again" in refused.error.message
-            listed, _ = page_all(
-                rec.ListCheckpoints,
-                recovery_pb2.ListCheckpointsRequest(agent_id="a", page_size=1000),
-                "checkpoints",
-            )
-            assert len(listed) == written  # the refused ones were not written
+    lc, _, rec = one_mib
+    lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
+    labels = {f"k{j:02d}" + "k" * 230: "v" * 250 for j in range(20)}
+    create = recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels)
+    batch = recovery_pb2.BatchCreateCheckpointsRequest(requests=[create] * 100)
+    assert batch.ByteSize() < 1 << 20  # the request itself is within the limit
+    answer = rec.BatchCreateCheckpoints(batch, timeout=30)
+    kinds = [r.WhichOneof("result") for r in answer.results]
+    written = kinds.count("response")
+    assert 50 < written < 100 and kinds == ["response"] * written + ["error"] * (100 - written)
+    for refused in answer.results[written:]:
+        assert refused.error.code == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+        assert "send it again" in refused.error.message
+    listed, _ = page_all(
+        rec.ListCheckpoints,
+        recovery_pb2.ListCheckpointsRequest(agent_id="a", page_size=1000),
+        "checkpoints",
+    )
+    assert len(listed) == written  # the refused ones were not written
 
-            # Refused requests answer with their violations, named by the labels'
-            # escaped keys: up to ~50 KB each from ~3 KB of request.
-            bad = {"\x01" * 31 + f"\x00{j}": "\x00" for j in range(64)}
-            hostile = recovery_pb2.BatchCreateCheckpointsRequest(
-                requests=[recovery_pb2.CreateCheckpointRequest(agent_id="a", request_id="ok")]
-                + [recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=bad)] * 99
-            )
-            answer = rec.BatchCreateCheckpoints(hostile, timeout=30)
-            assert answer.results[0].WhichOneof("result") == "response"
-            codes = {r.error.code for r in answer.results[1:]}
-            assert codes == {
-                grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
-            }
-    finally:
-        server.close()
+    # Refused requests answer with their violations, named by the labels'
+    # escaped keys: up to ~50 KB each from ~3 KB of request.
+    bad = {"\x01" * 31 + f"\x00{j}": "\x00" for j in range(64)}
+    hostile = recovery_pb2.BatchCreateCheckpointsRequest(
+        requests=[recovery_pb2.CreateCheckpointRequest(agent_id="a", request_id="ok")]
+        + [recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=bad)] * 99
+    )
+    answer = rec.BatchCreateCheckpoints(hostile, timeout=30)
+    assert answer.results[0].WhichOneof("result") == "response"
+    codes = {r.error.code for r in answer.results[1:]}
+    assert codes == {
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+    }
 
 
-def test_a_plan_whose_fixed_parts_cannot_fit_says_so_precisely(settings: Settings) -> None:
+def test_a_plan_whose_fixed_parts_cannot_fit_says_so_precisely(one_mib: Stubs) -> None:
     # Each record fits in its own answer under 1 MiB; the plan would carry both.
-    server = ServerThread(replace(settings, max_message_bytes=1 << 20)).start()
-    try:
-        with grpc.insecure_channel(server.target) as channel:
-            lifecycle_pb2_grpc.LifecycleServiceStub(channel).CreateAgent(
-                pb.CreateAgentRequest(agent_id="a", type="t")
-            )
-            exe = execution_pb2_grpc.ExecutionServiceStub(channel)
-            rec = recovery_pb2_grpc.RecoveryServiceStub(channel)
-            text = "\U0001f600" * 252
-            labels = {f"{k:04d}" + text: text for k in range(64)}  # ~130 KB of labels
-            rec.CreateCheckpoint(
-                recovery_pb2.CreateCheckpointRequest(agent_id="a", payload=b"x", labels=labels)
-            )
-            run = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
-            task = exe.StartTaskRun(
-                ex.StartTaskRunRequest(
-                    run_id=run.run_id, task_id="t", agent_id="a", input_json=big_json(0, 960_000)
-                )
-            ).task_run
-            exe.FailTaskRun(
-                ex.FailTaskRunRequest(
-                    task_run_id=task.task_run_id, error=common_pb2.ErrorDetail(message="no")
-                )
-            )
-            with pytest.raises(grpc.RpcError) as refused:
-                rec.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id="a"), timeout=30)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "raise max_message_bytes" in (refused.value.details() or "")
-    finally:
-        server.close()
+    lc, exe, rec = one_mib
+    lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
+    text = "\U0001f600" * 252
+    labels = {f"{k:04d}" + text: text for k in range(64)}  # ~130 KB of labels
+    rec.CreateCheckpoint(
+        recovery_pb2.CreateCheckpointRequest(agent_id="a", payload=b"x", labels=labels)
+    )
+    run = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+    task = exe.StartTaskRun(
+        ex.StartTaskRunRequest(
+            run_id=run.run_id, task_id="t", agent_id="a", input_json=big_json(0, 960_000)
+        )
+    ).task_run
+    exe.FailTaskRun(
+        ex.FailTaskRunRequest(
+            task_run_id=task.task_run_id, error=common_pb2.ErrorDetail(message="no")
+        )
+    )
+    with pytest.raises(grpc.RpcError) as refused:
+        rec.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id="a"), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "raise max_message_bytes" in (refused.value.details() or "")
