@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert, select, update
 
 from stateward.storage import labels as label_rows
-from stateward.storage import schema
+from stateward.storage import pages, schema
 from stateward.storage.records import (
     AgentRecord,
     ErrorRecord,
@@ -27,6 +27,7 @@ from stateward.storage.records import (
 from stateward.storage.sql import Sql, run
 
 a = schema.agents
+_AGENT_SIZE = pages.sizes(a.c.config, a.c.labels, a.c.error_message, a.c.error_details)
 tr = schema.transitions
 
 _COLUMNS = [column.name for column in a.columns]
@@ -136,8 +137,10 @@ def list_page(
     labels: dict[str, str],
     after_id: str | None,
     limit: int,
+    budget: int | None = None,
 ) -> list[AgentRecord]:
-    """Agents ordered by id, after ``after_id``; ``limit + 1`` rows tell if more follow."""
+    """Agents ordered by id, after ``after_id``; ``limit + 1`` rows tell if more follow,
+    fewer when ``budget`` bytes of them do (storage/pages.py)."""
     query = select(a).where(a.c.namespace == namespace)
     if status:
         query = query.where(a.c.status == status)
@@ -146,8 +149,11 @@ def list_page(
     if after_id is not None:
         query = query.where(a.c.agent_id > after_id)
     query = query.where(*label_rows.matching(namespace, "agent", a.c.agent_id, labels))
-    rows = conn.execute(query.order_by(a.c.agent_id).limit(limit + 1)).all()
-    return [_record(row) for row in rows]
+    query = query.order_by(a.c.agent_id)
+    count = limit + 1
+    if budget is not None:
+        count = pages.rows_to_read(conn, query, _AGENT_SIZE, count, budget)
+    return [_record(row) for row in conn.execute(query.limit(count))]
 
 
 def set_status(

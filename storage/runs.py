@@ -14,11 +14,15 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from stateward.storage import labels as label_rows
-from stateward.storage import schema
+from stateward.storage import pages, schema
 from stateward.storage.records import ErrorRecord, dump_labels, error_columns, error_from_row
 
 w = schema.workflow_runs
 t = schema.task_runs
+_RUN_SIZE = pages.sizes(w.c.input, w.c.result, w.c.labels, w.c.error_message, w.c.error_details)
+_TASK_SIZE = pages.sizes(
+    t.c.input, t.c.result, t.c.progress, t.c.compensation, t.c.error_message, t.c.error_details
+)
 
 
 @dataclass(slots=True)
@@ -205,8 +209,11 @@ def list_runs(
     root_run_id: str | None,
     before: tuple[int, str] | None,
     limit: int,
+    budget: int | None = None,
 ) -> list[RunRecord]:
-    """Runs newest first (created_at, run_id descending), after the keyset ``before``."""
+    """Runs newest first (created_at, run_id descending), after the keyset ``before``;
+    ``limit + 1`` rows tell if more follow, fewer when ``budget`` bytes of them do
+    (storage/pages.py)."""
     query = select(w).where(w.c.namespace == namespace)
     if workflow_name:
         query = query.where(w.c.workflow_name == workflow_name)
@@ -226,8 +233,11 @@ def list_runs(
             or_(w.c.created_at < created, and_(w.c.created_at == created, w.c.run_id < run_id))
         )
     query = query.where(*label_rows.matching(namespace, "run", w.c.run_id, labels))
-    rows = conn.execute(query.order_by(w.c.created_at.desc(), w.c.run_id.desc()).limit(limit + 1))
-    return [run_from_row(row) for row in rows]
+    query = query.order_by(w.c.created_at.desc(), w.c.run_id.desc())
+    count = limit + 1
+    if budget is not None:
+        count = pages.rows_to_read(conn, query, _RUN_SIZE, count, budget)
+    return [run_from_row(row) for row in conn.execute(query.limit(count))]
 
 
 # -- task runs -----------------------------------------------------------------------------------
@@ -371,8 +381,10 @@ def list_tasks(
     after_seq: int | None,
     limit: int,
     newest_first: bool = False,
+    budget: int | None = None,
 ) -> list[TaskRunRecord]:
-    """Task runs in start order (or newest first), keyset-paged on ``seq``."""
+    """Task runs in start order (or newest first), keyset-paged on ``seq``; ``limit + 1``
+    rows tell if more follow, fewer when ``budget`` bytes of them do (storage/pages.py)."""
     query = select(t).where(t.c.namespace == namespace)
     if run_id:
         query = query.where(t.c.run_id == run_id)
@@ -382,8 +394,11 @@ def list_tasks(
         query = query.where(t.c.status == status)
     if after_seq is not None:
         query = query.where(t.c.seq < after_seq if newest_first else t.c.seq > after_seq)
-    order = t.c.seq.desc() if newest_first else t.c.seq
-    return [task_from_row(row) for row in conn.execute(query.order_by(order).limit(limit + 1))]
+    query = query.order_by(t.c.seq.desc() if newest_first else t.c.seq)
+    count = limit + 1
+    if budget is not None:
+        count = pages.rows_to_read(conn, query, _TASK_SIZE, count, budget)
+    return [task_from_row(row) for row in conn.execute(query.limit(count))]
 
 
 # -- leases --------------------------------------------------------------------------------------

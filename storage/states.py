@@ -25,7 +25,7 @@ from sqlalchemy import (
     select,
 )
 
-from stateward.storage import schema
+from stateward.storage import pages, schema
 from stateward.storage.sql import Sql, run
 
 s = schema.states
@@ -78,6 +78,7 @@ _META = (
     s.c.created_at,
 )
 _ALL = (*_META, s.c.document)
+_DOCUMENT_SIZE = pages.sizes(s.c.document)
 
 # Bind parameters shared by the statements below.
 _NS: BindParameter[str] = bindparam("ns")
@@ -229,15 +230,20 @@ def list_versions(
     before: int | None,
     limit: int,
     with_documents: bool,
+    budget: int | None = None,
 ) -> list[StateRecord]:
-    """Versions newest first, below ``before``; ``limit + 1`` rows tell if more follow."""
+    """Versions newest first, below ``before``; ``limit + 1`` rows tell if more follow,
+    fewer when ``budget`` bytes of their documents do (storage/pages.py)."""
     query = select(*(_ALL if with_documents else _META)).where(
         s.c.namespace == namespace, s.c.agent_id == agent_id
     )
     if before is not None:
         query = query.where(s.c.version < before)
-    rows = conn.execute(query.order_by(s.c.version.desc()).limit(limit + 1)).all()
-    return [_record(row, with_documents) for row in rows]
+    query = query.order_by(s.c.version.desc())
+    count = limit + 1
+    if budget is not None and with_documents:
+        count = pages.rows_to_read(conn, query, _DOCUMENT_SIZE, count, budget)
+    return [_record(row, with_documents) for row in conn.execute(query.limit(count))]
 
 
 def migration_page(

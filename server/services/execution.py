@@ -260,6 +260,7 @@ class ExecutionService:
                 root_run_id=root_run_id or None,
                 before=before,
                 limit=size,
+                budget=self.page_bytes,
             )
         )
         return _page(
@@ -592,6 +593,7 @@ class ExecutionService:
                 status=status,
                 after_seq=cursor[0] if cursor else None,
                 limit=size,
+                budget=self.page_bytes,
             )
         )
         return _page(rows, size, digest, lambda r: [r.seq], weights.task_run, self.page_bytes)
@@ -618,6 +620,7 @@ class ExecutionService:
                 after_seq=cursor[0] if cursor else None,
                 limit=size,
                 newest_first=True,
+                budget=self.page_bytes,
             )
 
         rows = await self.db.read(read)

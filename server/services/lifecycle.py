@@ -178,6 +178,7 @@ class LifecycleService:
                 labels=labels,
                 after_id=after,
                 limit=size,
+                budget=self.page_bytes,
             )
         )
         keep = paging.fitting(rows, size, weights.agent, self.page_bytes)

@@ -501,6 +501,7 @@ class StateService:
                 before=before,
                 limit=size,
                 with_documents=include_documents,
+                budget=self.response_budget,
             )
 
         found = await self.db.read(read)
