@@ -3,9 +3,10 @@
 A page is read with one row more than it shows (that row tells that more follow), and
 the service then keeps what fits in one response. For records with megabyte documents
 that alone could read gigabytes: 1,001 task runs of four 1 MiB documents each. So the
-wide listings first read their rows' sizes (``length`` of the big columns, which neither
-database answers by reading the values), and then only the rows up to the one whose
-bytes pass the budget. Small records cost one more, cheap query.
+wide listings first read their rows' sizes (``length`` of the big columns: for a blob
+neither database reads the value to answer it; the text columns, labels and error
+messages, are small), and then only the rows up to the one whose bytes pass the budget.
+Small records cost one more, cheap query.
 """
 
 from __future__ import annotations
