@@ -27,7 +27,9 @@ from stateward.storage.records import (
 from stateward.storage.sql import Sql, run
 
 a = schema.agents
-_AGENT_SIZE = pages.sizes(a.c.config, a.c.labels, a.c.error_message, a.c.error_details)
+_AGENT_SIZE = pages.Sizes(
+    blobs=(a.c.config, a.c.error_details), texts=(a.c.labels, a.c.error_message)
+)
 tr = schema.transitions
 
 _COLUMNS = [column.name for column in a.columns]
@@ -138,7 +140,7 @@ def list_page(
     after_id: str | None,
     limit: int,
     budget: int | None = None,
-) -> list[AgentRecord]:
+) -> pages.Rows[AgentRecord]:
     """Agents ordered by id, after ``after_id``; ``limit + 1`` rows tell if more follow,
     fewer when ``budget`` bytes of them do (storage/pages.py)."""
     query = select(a).where(a.c.namespace == namespace)
@@ -149,11 +151,7 @@ def list_page(
     if after_id is not None:
         query = query.where(a.c.agent_id > after_id)
     query = query.where(*label_rows.matching(namespace, "agent", a.c.agent_id, labels))
-    query = query.order_by(a.c.agent_id)
-    count = limit + 1
-    if budget is not None:
-        count = pages.rows_to_read(conn, query, _AGENT_SIZE, count, budget)
-    return [_record(row) for row in conn.execute(query.limit(count))]
+    return pages.read(conn, query.order_by(a.c.agent_id), _AGENT_SIZE, limit + 1, budget, _record)
 
 
 def set_status(

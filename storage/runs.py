@@ -19,9 +19,12 @@ from stateward.storage.records import ErrorRecord, dump_labels, error_columns, e
 
 w = schema.workflow_runs
 t = schema.task_runs
-_RUN_SIZE = pages.sizes(w.c.input, w.c.result, w.c.labels, w.c.error_message, w.c.error_details)
-_TASK_SIZE = pages.sizes(
-    t.c.input, t.c.result, t.c.progress, t.c.compensation, t.c.error_message, t.c.error_details
+_RUN_SIZE = pages.Sizes(
+    blobs=(w.c.input, w.c.result, w.c.error_details), texts=(w.c.labels, w.c.error_message)
+)
+_TASK_SIZE = pages.Sizes(
+    blobs=(t.c.input, t.c.result, t.c.progress, t.c.compensation, t.c.error_details),
+    texts=(t.c.error_message,),
 )
 
 
@@ -210,7 +213,7 @@ def list_runs(
     before: tuple[int, str] | None,
     limit: int,
     budget: int | None = None,
-) -> list[RunRecord]:
+) -> pages.Rows[RunRecord]:
     """Runs newest first (created_at, run_id descending), after the keyset ``before``;
     ``limit + 1`` rows tell if more follow, fewer when ``budget`` bytes of them do
     (storage/pages.py)."""
@@ -234,10 +237,7 @@ def list_runs(
         )
     query = query.where(*label_rows.matching(namespace, "run", w.c.run_id, labels))
     query = query.order_by(w.c.created_at.desc(), w.c.run_id.desc())
-    count = limit + 1
-    if budget is not None:
-        count = pages.rows_to_read(conn, query, _RUN_SIZE, count, budget)
-    return [run_from_row(row) for row in conn.execute(query.limit(count))]
+    return pages.read(conn, query, _RUN_SIZE, limit + 1, budget, run_from_row)
 
 
 # -- task runs -----------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def list_tasks(
     limit: int,
     newest_first: bool = False,
     budget: int | None = None,
-) -> list[TaskRunRecord]:
+) -> pages.Rows[TaskRunRecord]:
     """Task runs in start order (or newest first), keyset-paged on ``seq``; ``limit + 1``
     rows tell if more follow, fewer when ``budget`` bytes of them do (storage/pages.py)."""
     query = select(t).where(t.c.namespace == namespace)
@@ -395,10 +395,7 @@ def list_tasks(
     if after_seq is not None:
         query = query.where(t.c.seq < after_seq if newest_first else t.c.seq > after_seq)
     query = query.order_by(t.c.seq.desc() if newest_first else t.c.seq)
-    count = limit + 1
-    if budget is not None:
-        count = pages.rows_to_read(conn, query, _TASK_SIZE, count, budget)
-    return [task_from_row(row) for row in conn.execute(query.limit(count))]
+    return pages.read(conn, query, _TASK_SIZE, limit + 1, budget, task_from_row)
 
 
 # -- leases --------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ _META = (
     s.c.created_at,
 )
 _ALL = (*_META, s.c.document)
-_DOCUMENT_SIZE = pages.sizes(s.c.document)
+_DOCUMENT_SIZE = pages.Sizes(blobs=(s.c.document,))
 
 # Bind parameters shared by the statements below.
 _NS: BindParameter[str] = bindparam("ns")
@@ -231,7 +231,7 @@ def list_versions(
     limit: int,
     with_documents: bool,
     budget: int | None = None,
-) -> list[StateRecord]:
+) -> pages.Rows[StateRecord]:
     """Versions newest first, below ``before``; ``limit + 1`` rows tell if more follow,
     fewer when ``budget`` bytes of their documents do (storage/pages.py)."""
     query = select(*(_ALL if with_documents else _META)).where(
@@ -239,11 +239,14 @@ def list_versions(
     )
     if before is not None:
         query = query.where(s.c.version < before)
-    query = query.order_by(s.c.version.desc())
-    count = limit + 1
-    if budget is not None and with_documents:
-        count = pages.rows_to_read(conn, query, _DOCUMENT_SIZE, count, budget)
-    return [_record(row, with_documents) for row in conn.execute(query.limit(count))]
+    return pages.read(
+        conn,
+        query.order_by(s.c.version.desc()),
+        _DOCUMENT_SIZE,
+        limit + 1,
+        budget if with_documents else None,
+        lambda row: _record(row, with_documents),
+    )
 
 
 def migration_page(

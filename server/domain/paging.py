@@ -63,6 +63,25 @@ def fitting(items: Sequence[T], size: int, weigh: Callable[[T], int], budget: in
     return min(size, len(items))
 
 
+def page_of(
+    items: Sequence[T],
+    size: int,
+    weigh: Callable[[T], int],
+    budget: int,
+    digest: str,
+    cursor: Callable[[T], list[Any]],
+) -> tuple[list[T], str]:
+    """The page of ``items`` (read with one extra, which tells that more follow) and its
+    next token: at most ``size`` of them, fewer when their bytes would not fit in one
+    response. A read that storage cut at its byte budget (``cut``, storage/pages.py) may
+    lack the extra row, so the page goes on after its last record whatever it weighs."""
+    keep = fitting(items, size, weigh, budget)
+    if len(items) > keep or getattr(items, "cut", False):
+        kept = list(items[:keep])
+        return kept, encode(digest, cursor(kept[-1]))
+    return list(items), ""
+
+
 def filter_digest(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -637,7 +637,7 @@ class _Listing:
         if len(found) <= keep:
             return found, ""
         found = found[:keep]
-        digest = self.digest or _filter_digest(self.agent_id, self.labels)
+        digest = self.digest or _filter_digest(self.agent_id, self.labels)  # only when needed
         return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
 
 

@@ -141,13 +141,8 @@ def _page(
     weigh: Callable[[T], int],
     budget: int,
 ) -> tuple[list[T], str]:
-    """The page of ``items`` (read with one extra, which tells that more follow): at most
-    ``size`` of them, and fewer when their bytes would not fit in one response."""
-    keep = paging.fitting(items, size, weigh, budget)
-    if len(items) > keep:
-        items = items[:keep]
-        return items, paging.encode(digest, cursor(items[-1]))
-    return items, ""
+    """The page of ``items`` and its next token (``paging.page_of``)."""
+    return paging.page_of(items, size, weigh, budget, digest, cursor)
 
 
 class ExecutionService:

@@ -181,11 +181,9 @@ class LifecycleService:
                 budget=self.page_bytes,
             )
         )
-        keep = paging.fitting(rows, size, weights.agent, self.page_bytes)
-        if len(rows) > keep:
-            rows = rows[:keep]
-            return rows, paging.encode(digest, [rows[-1].agent_id])
-        return rows, ""
+        return paging.page_of(
+            rows, size, weights.agent, self.page_bytes, digest, lambda r: [r.agent_id]
+        )
 
     async def update(
         self,
@@ -368,8 +366,6 @@ class LifecycleService:
             )
 
         rows = await self.db.read(read)
-        keep = paging.fitting(rows, size, weights.transition, self.page_bytes)
-        if len(rows) > keep:
-            rows = rows[:keep]
-            return rows, paging.encode(digest, [rows[-1].id])
-        return rows, ""
+        return paging.page_of(
+            rows, size, weights.transition, self.page_bytes, digest, lambda r: [r.id]
+        )

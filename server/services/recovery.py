@@ -314,12 +314,14 @@ class RecoveryService:
                     "bytes); ask for pages with page_size (1 to 1000)"
                 )
             return steps, ""
-        keep = paging.fitting(steps, size, weights.compensation_step, self.answer_bytes)
-        if len(steps) <= keep:
-            return steps, ""
-        steps = steps[:keep]
-        last = steps[-1]
-        return steps, paging.encode(digest, [last.ended_at or 0, last.seq])
+        return paging.page_of(
+            steps,
+            size,
+            weights.compensation_step,
+            self.answer_bytes,
+            digest,
+            lambda r: [r.ended_at or 0, r.seq],
+        )
 
     async def complete_compensation(
         self, namespace: str, run_id: str, task_run_id: str, replay: Replay | None = None

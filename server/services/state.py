@@ -507,11 +507,9 @@ class StateService:
         found = await self.db.read(read)
         if found is None:
             raise _agent_missing(agent_id)
-        keep = paging.fitting(found, size, weights.state, self.response_budget)
-        page = found[:keep]
-        if len(page) < len(found):
-            return page, paging.encode(digest, [page[-1].version])
-        return page, ""
+        return paging.page_of(
+            found, size, weights.state, self.response_budget, digest, lambda r: [r.version]
+        )
 
     async def batch_get(
         self, namespace: str, agent_ids: list[str]

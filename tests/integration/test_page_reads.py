@@ -1,17 +1,23 @@
 """Wide listings read their rows' sizes first, then no more rows than one response holds
-(storage/pages.py), on both databases."""
+(storage/pages.py), on both databases; paging over such reads loses and repeats nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from stateward.storage import Database, WriteContext, migrate
+from stateward.server.domain import paging
+from stateward.server.services.execution import ExecutionService
+from stateward.server.services.lifecycle import LifecycleService
+from stateward.storage import Database, WriteContext, migrate, pages
 from stateward.storage import agents as agent_rows
+from stateward.storage import runs as run_rows
 from stateward.storage.records import AgentRecord
-
-CONFIG = b'"' + b"x" * 100_000 + b'"'  # ~100 KB each
+from stateward.storage.runs import RunRecord, TaskRunRecord
 
 
 @pytest.fixture
@@ -23,33 +29,151 @@ def db(database_url: str) -> Iterator[Database]:
     database.close()
 
 
+def document(size: int) -> bytes:
+    return b'"' + b"x" * size + b'"'
+
+
+def agent(n: int, config: bytes, labels: dict[str, str] | None = None) -> AgentRecord:
+    return AgentRecord("ns", f"a{n:03d}", "t", config, labels or {}, "CREATED", 1, 0, 0, 1, 1)
+
+
+def run(n: int, size: int) -> RunRecord:
+    return RunRecord(
+        "ns", f"r{n:03d}", "w", "", "RUNNING", document(size), {}, 1, f"r{n:03d}", n, n
+    )
+
+
+def seed(db: Database, insert: Callable[[Any, Any], None], records: list[Any]) -> None:
+    def write(ctx: WriteContext) -> None:
+        for record in records:
+            insert(ctx.conn, record)
+
+    db.write_sync(write)
+
+
+def every_page(call: Callable[[str], tuple[list[Any], str]]) -> list[list[Any]]:
+    pages_seen, token = [], ""
+    while True:
+        items, token = call(token)
+        pages_seen.append(items)
+        if not token:
+            return pages_seen
+
+
 def test_a_page_of_big_records_reads_only_what_its_budget_holds(db: Database) -> None:
+    seed(db, agent_rows.insert_agent, [agent(n, document(100_000)) for n in range(30)])
+
+    def listed(budget: int | None, after: str | None = None) -> tuple[list[str], bool]:
+        rows = db.read_sync(
+            lambda conn: agent_rows.list_page(
+                conn,
+                "ns",
+                status=None,
+                type=None,
+                labels={},
+                after_id=after,
+                limit=1000,
+                budget=budget,
+            )
+        )
+        return [r.agent_id for r in rows], rows.cut
+
+    assert listed(None) == ([f"a{n:03d}" for n in range(30)], False)  # every row, documents and all
+    # 512 KB hold five ~100 KB rows; the sixth passes the budget: the read stops there.
+    assert listed(512_000) == ([f"a{n:03d}" for n in range(6)], True)
+    assert listed(512_000, after="a026") == (["a027", "a028", "a029"], False)
+    assert listed(1) == (["a000"], True)  # the first row is always read
+
+
+@pytest.mark.parametrize("page_size", [1, 7, 1000])
+@pytest.mark.parametrize("budget", [50_000, 200_000])
+def test_paging_over_cut_reads_lists_every_record_once(
+    db: Database, page_size: int, budget: int
+) -> None:
+    # Sizes around the estimate's margin over the exact weights, so the probe and the
+    # page's cut disagree, with and without a label filter.
+    rng = random.Random(7)
+    records = [
+        agent(n, document(rng.choice([0, 10, 700, 900, 5_000, 20_000, 60_000])), {"k": str(n % 2)})
+        for n in range(60)
+    ]
+    seed(db, agent_rows.insert_agent, records)
+    service = LifecycleService(db, page_bytes=budget)
+    for labels, expected in [({}, records), ({"k": "1"}, records[1::2])]:
+
+        def page(token: str, labels: dict[str, str] = labels) -> tuple[list[AgentRecord], str]:
+            return asyncio.run(
+                service.list_agents(
+                    "ns", status=None, type="", labels=labels, page_size=page_size, page_token=token
+                )
+            )
+
+        found = every_page(page)
+        assert [r.agent_id for page in found for r in page] == [r.agent_id for r in expected]
+
+
+def test_a_first_record_over_the_budget_still_pages_on(db: Database) -> None:
+    big = document(1_019_998)
+
     def seed(ctx: WriteContext) -> None:
-        for n in range(30):
-            record = AgentRecord("ns", f"a{n:02d}", "t", CONFIG, {}, "CREATED", 1, 0, 0, 1, 1)
-            agent_rows.insert_agent(ctx.conn, record)
+        for n in range(3):
+            task = TaskRunRecord("ns", f"t{n}", "r1", "task", "ag", 1, "COMPLETED", big, 1, n + 1)
+            task.result = big  # together over the budget of a 2 MiB limit; each under it
+            run_rows.insert_task(ctx.conn, task)
 
     db.write_sync(seed)
-
-    def listed(budget: int | None, after: str | None = None) -> list[str]:
-        return db.read_sync(
-            lambda conn: [
-                r.agent_id
-                for r in agent_rows.list_page(
-                    conn,
-                    "ns",
-                    status=None,
-                    type=None,
-                    labels={},
-                    after_id=after,
-                    limit=1000,
-                    budget=budget,
-                )
-            ]
+    service = ExecutionService(db, None, page_bytes=paging.page_budget(2 << 20))  # type: ignore[arg-type]
+    found = every_page(
+        lambda token: asyncio.run(
+            service.list_tasks(
+                "ns", run_id="r1", agent_id="", status=None, page_size=50, page_token=token
+            )
         )
+    )
+    assert [[t.task_run_id for t in page] for page in found] == [["t0"], ["t1"], ["t2"]]
 
-    assert len(listed(None)) == 30  # unbounded: every row, documents and all
-    # 512 KB hold five ~101 KB rows; the sixth passes the budget and tells that more follow.
-    assert listed(512_000) == [f"a{n:02d}" for n in range(6)]
-    assert listed(512_000, after="a26") == ["a27", "a28", "a29"]  # the end: nothing passes
-    assert listed(1) == ["a00"]  # the first row is always read
+
+def test_a_write_between_the_sizes_and_the_rows_loses_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL each of the two queries sees its own snapshot: a run started between
+    # them shifts the rows read (runs list newest first).
+    seed(db, run_rows.insert_run, [run(n, 30_000) for n in range(1, 11)])
+    measure = pages._rows_to_read
+    started: list[int] = []
+
+    def measure_then_start_a_run(*args: Any) -> tuple[int, bool]:
+        measured = measure(*args)
+        if not started:
+            started.append(1)
+            seed(db, run_rows.insert_run, [run(999, 10)])
+        return measured
+
+    monkeypatch.setattr(pages, "_rows_to_read", measure_then_start_a_run)
+    service = ExecutionService(db, None, page_bytes=100_000)  # type: ignore[arg-type]
+    found = every_page(
+        lambda token: asyncio.run(
+            service.list_runs(
+                "ns",
+                workflow_name="",
+                status=None,
+                labels={},
+                agent_id="",
+                created_from=None,
+                created_to=None,
+                root_run_id="",
+                page_size=50,
+                page_token=token,
+            )
+        )
+    )
+    listed = [r.run_id for page in found for r in page]
+    assert [r for r in listed if r != "r999"] == [f"r{n:03d}" for n in range(10, 0, -1)]
+
+
+def test_sqlite_sizes_leave_out_text_columns() -> None:
+    # SQLite reads a text value to measure it, and reaching one stored after a large blob
+    # reads through the blob: the estimate there is the blobs' lengths alone.
+    for sizes in (agent_rows._AGENT_SIZE, run_rows._RUN_SIZE, run_rows._TASK_SIZE):
+        assert "labels" not in str(sizes.sqlite) and "error_message" not in str(sizes.sqlite)
+        assert "length" in str(sizes.sqlite) and "octet_length" in str(sizes.postgresql)
