@@ -27,9 +27,7 @@ from stateward.storage.records import (
 from stateward.storage.sql import Sql, run
 
 a = schema.agents
-_AGENT_SIZE = pages.Sizes(
-    blobs=(a.c.config, a.c.error_details), texts=(a.c.labels, a.c.error_message)
-)
+_AGENT_SIZE = pages.Sizes(a.c.config, a.c.labels, a.c.error_message, a.c.error_details)
 tr = schema.transitions
 
 _COLUMNS = [column.name for column in a.columns]

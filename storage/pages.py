@@ -3,23 +3,22 @@
 A page is read with one row more than it shows (that row tells that more follow), and
 the service then keeps what fits in one response. For records with megabyte documents
 that alone could read gigabytes: 1,001 task runs of four 1 MiB documents each. So the
-wide listings first read their rows' sizes, then only the rows up to the one whose
-bytes pass the budget. Small records cost one more, cheap query.
+wide listings stop reading once the rows' bytes pass the budget:
+
+- SQLite hands rows over one at a time, so the read simply stops after the row whose big
+  columns (measured in Python) pass the budget.
+- psycopg receives a whole result at once, so PostgreSQL first answers a query for the
+  rows' sizes (``octet_length`` of the big columns, which it takes from each value's
+  header without reading the value), and the rows are read up to the one that passes.
 
 A read stopped that way is ``cut``: it may lack the extra row, and on PostgreSQL (reads
-in autocommit) rows may have come or gone between the two queries, so the service pages
-on after the last row it keeps whatever that row's weight (``Rows.cut``).
-
-The sizes are ``octet_length`` of the blob and text columns on PostgreSQL, which reads
-neither (a stored value's length is in its header). SQLite answers ``length`` of a blob
-from the record header too, but must read a text value to count it, and reaching a text
-column stored after a large blob reads through the blob; so on SQLite the text columns
-(labels, error messages: at most ~150 KB a row) are left out of the estimate.
+in autocommit) rows may come or go between the two queries, so the service pages on
+after the last row it keeps whatever that row weighs (``paging.page_of``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Column, ColumnElement, Connection, Select, func
@@ -27,7 +26,7 @@ from sqlalchemy import Column, ColumnElement, Connection, Select, func
 T = TypeVar("T")
 
 ROW_BYTES = 512
-"""A row's bytes besides the estimated columns, about: ids, names, numbers."""
+"""A row's bytes besides its big columns, about: ids, names, numbers."""
 
 
 class Rows(list[T]):
@@ -37,22 +36,20 @@ class Rows(list[T]):
 
 
 class Sizes:
-    """The summed size of a row's big columns, as each dialect can tell it cheaply."""
+    """A row's big columns, and the SQL that sums their sizes on PostgreSQL."""
 
-    def __init__(self, blobs: Sequence[Column[Any]], texts: Sequence[Column[Any]] = ()) -> None:
-        self.postgresql = _total(func.octet_length, [*blobs, *texts])
-        self.sqlite = _total(func.length, blobs)
+    def __init__(self, *columns: Column[Any]) -> None:
+        self.names = [column.name for column in columns]
+        parts = [func.coalesce(func.octet_length(column), 0) for column in columns]
+        total: ColumnElement[int] = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        self.sql = total
 
-    def of(self, conn: Connection) -> ColumnElement[int]:
-        return self.postgresql if conn.dialect.name == "postgresql" else self.sqlite
-
-
-def _total(length: Any, columns: Sequence[Column[Any]]) -> ColumnElement[int]:
-    parts = [func.coalesce(length(column), 0) for column in columns]
-    total: ColumnElement[int] = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
+    def of(self, row: Any) -> int:
+        """The big columns' size in a row read in full (characters of text)."""
+        values = row._mapping
+        return sum(len(values[name] or b"") for name in self.names)
 
 
 def read(
@@ -61,28 +58,52 @@ def read(
     sizes: Sizes,
     limit: int,
     budget: int | None,
-    convert: Any,
-) -> Rows[Any]:
+    convert: Callable[[Any], T],
+) -> Rows[T]:
     """The first ``limit`` rows of ``query`` (filtered and ordered) as records, or, with a
     ``budget``, those up to and including the one whose bytes pass it (then ``cut``)."""
-    count, cut = limit, False
-    if budget is not None:
-        count, cut = _rows_to_read(conn, query.with_only_columns(sizes.of(conn)), limit, budget)
-    rows: Rows[Any] = Rows(convert(row) for row in conn.execute(query.limit(count)))
-    if cut and not rows:  # the probed rows went in between (PostgreSQL): look once more
+    if budget is None:
+        return Rows(convert(row) for row in conn.execute(query.limit(limit)))
+    if conn.dialect.name != "postgresql":
+        return _streamed(conn, query.limit(limit), sizes, budget, convert)
+    count, cut = _rows_to_read(conn, query.with_only_columns(sizes.sql), limit, budget)
+    rows = Rows(convert(row) for row in conn.execute(query.limit(count)))
+    if cut and not rows:  # the measured rows went in between: look once more
         rows = Rows(convert(row) for row in conn.execute(query.limit(1)))
     rows.cut = cut and bool(rows)  # still none: the listing is over
+    return rows
+
+
+def _streamed(
+    conn: Connection, query: Select[Any], sizes: Sizes, budget: int, convert: Callable[[Any], T]
+) -> Rows[T]:
+    rows: Rows[T] = Rows()
+    used = 0
+    result = conn.execute(query)
+    try:
+        for row in result:  # one at a time: sqlite3 steps the statement per row
+            rows.append(convert(row))
+            used += ROW_BYTES + sizes.of(row)
+            if used > budget:
+                rows.cut = result.fetchone() is not None
+                break
+    finally:
+        result.close()
     return rows
 
 
 def _rows_to_read(
     conn: Connection, probe: Select[Any], limit: int, budget: int
 ) -> tuple[int, bool]:
-    """How many rows to read, and whether that stops short of rows that follow."""
+    """How many rows to read, and whether that stops short of rows that follow. When the
+    budget passes at the last row there is, the read asks for ``limit`` rows anyway: a
+    row inserted before it in the meantime then still shows as the extra one."""
     used = 0
-    sizes = iter(conn.execute(probe.limit(limit)).all())
-    for count, (size,) in enumerate(sizes, 1):
+    measured = iter(conn.execute(probe.limit(limit)).all())
+    for count, (size,) in enumerate(measured, 1):
         used += ROW_BYTES + (size or 0)
         if used > budget:
-            return count, next(sizes, None) is not None
+            if next(measured, None) is None:
+                return limit, False
+            return count, True
     return limit, False

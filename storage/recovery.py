@@ -6,9 +6,11 @@ whole-chain reads that recovery needs, and the one column recovery writes.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
-from stateward.storage import schema
+from stateward.storage import pages, schema
 from stateward.storage.runs import RunRecord, TaskRunRecord, run_from_row, task_from_row
 
 w = schema.workflow_runs
@@ -103,13 +105,15 @@ def compensations(
     run_id: str,
     *,
     after: tuple[int, int] | None,
-    limit: int | None,
-) -> list[TaskRunRecord]:
+    limit: int,
+    budget: int,
+) -> pages.Rows[TaskRunRecord]:
     """Completed task runs of a run that recorded a compensation, latest completion first
-    (ties: latest started first), after the ``(ended_at, seq)`` cursor; ``limit + 1`` rows
-    tell if more follow (None: all of them)."""
+    (ties: latest started first), after the ``(ended_at, seq)`` cursor: ``limit`` rows, or
+    those up to the one whose compensations pass ``budget`` bytes (storage/pages.py). The
+    records carry what a compensation step shows, not the task runs' documents."""
     ended = func.coalesce(t.c.ended_at, 0)
-    query = select(t).where(
+    query = select(*_STEP).where(
         t.c.namespace == namespace,
         t.c.run_id == run_id,
         t.c.status == "COMPLETED",
@@ -118,9 +122,41 @@ def compensations(
     if after is not None:
         query = query.where(or_(ended < after[0], and_(ended == after[0], t.c.seq < after[1])))
     query = query.order_by(ended.desc(), t.c.seq.desc())
-    if limit is not None:
-        query = query.limit(limit + 1)
-    return [task_from_row(row) for row in conn.execute(query)]
+    return pages.read(conn, query, _COMPENSATION_SIZE, limit, budget, _step)
+
+
+_STEP = (
+    t.c.namespace,
+    t.c.task_run_id,
+    t.c.run_id,
+    t.c.task_id,
+    t.c.agent_id,
+    t.c.attempt,
+    t.c.started_at,
+    t.c.seq,
+    t.c.ended_at,
+    t.c.compensation,
+    t.c.compensation_done_at,
+)
+_COMPENSATION_SIZE = pages.Sizes(t.c.compensation)
+
+
+def _step(row: Any) -> TaskRunRecord:
+    return TaskRunRecord(
+        namespace=row.namespace,
+        task_run_id=row.task_run_id,
+        run_id=row.run_id,
+        task_id=row.task_id,
+        agent_id=row.agent_id,
+        attempt=row.attempt,
+        status="COMPLETED",
+        input=b"",
+        started_at=row.started_at,
+        seq=row.seq,
+        ended_at=row.ended_at,
+        compensation=row.compensation,
+        compensation_done_at=row.compensation_done_at,
+    )
 
 
 def mark_compensated(conn: Connection, record: TaskRunRecord, now: int) -> bool:

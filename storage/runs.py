@@ -19,12 +19,9 @@ from stateward.storage.records import ErrorRecord, dump_labels, error_columns, e
 
 w = schema.workflow_runs
 t = schema.task_runs
-_RUN_SIZE = pages.Sizes(
-    blobs=(w.c.input, w.c.result, w.c.error_details), texts=(w.c.labels, w.c.error_message)
-)
+_RUN_SIZE = pages.Sizes(w.c.input, w.c.result, w.c.labels, w.c.error_message, w.c.error_details)
 _TASK_SIZE = pages.Sizes(
-    blobs=(t.c.input, t.c.result, t.c.progress, t.c.compensation, t.c.error_details),
-    texts=(t.c.error_message,),
+    t.c.input, t.c.result, t.c.progress, t.c.compensation, t.c.error_message, t.c.error_details
 )
 
 

@@ -78,7 +78,7 @@ _META = (
     s.c.created_at,
 )
 _ALL = (*_META, s.c.document)
-_DOCUMENT_SIZE = pages.Sizes(blobs=(s.c.document,))
+_DOCUMENT_SIZE = pages.Sizes(s.c.document)
 
 # Bind parameters shared by the statements below.
 _NS: BindParameter[str] = bindparam("ns")

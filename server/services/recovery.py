@@ -51,6 +51,7 @@ from stateward.storage.runs import RunRecord, TaskRunRecord
 
 VERIFY_CANDIDATES = 5  # newest checkpoints whose blobs a plan reads to find a valid one
 MAX_FAILED_TASK_RUNS = 100  # in one plan: the newest
+EVERY_STEP = 1 << 62  # a compensation plan asked for whole (page_size 0): no row limit
 EVENT_LIST_BYTES = MAX_EVENT_DATA - 4096  # task id lists in a run.retried event
 RETRYABLE_RUNS = (RunStatus.FAILED.value, RunStatus.INTERRUPTED.value)
 COMPENSABLE_RUNS = (
@@ -302,16 +303,24 @@ class RecoveryService:
             if run is None:
                 raise _run_missing(run_id)
             _require_compensable(run)
-            return recovery_rows.compensations(conn, namespace, run_id, after=after, limit=size)
+            return recovery_rows.compensations(
+                conn,
+                namespace,
+                run_id,
+                after=after,
+                limit=size + 1 if size else EVERY_STEP,
+                budget=self.answer_bytes,
+            )
 
         steps = await self.db.read(read)
         if size is None:
-            total = sum(map(weights.compensation_step, steps))
-            if total > self.answer_bytes:
+            if getattr(steps, "cut", False) or (
+                sum(map(weights.compensation_step, steps)) > self.answer_bytes
+            ):
                 raise ResourceExhausted(
-                    f"the compensation plan of run {run_id!r} has {len(steps)} steps of "
-                    f"{total} bytes, more than one response can carry ({self.answer_bytes} "
-                    "bytes); ask for pages with page_size (1 to 1000)"
+                    f"the compensation plan of run {run_id!r} holds more than one response "
+                    f"can carry ({self.answer_bytes} bytes); ask for pages with page_size "
+                    "(1 to 1000)"
                 )
             return steps, ""
         return paging.page_of(

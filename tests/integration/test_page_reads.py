@@ -15,6 +15,7 @@ from stateward.server.services.execution import ExecutionService
 from stateward.server.services.lifecycle import LifecycleService
 from stateward.storage import Database, WriteContext, migrate, pages
 from stateward.storage import agents as agent_rows
+from stateward.storage import recovery as recovery_rows
 from stateward.storage import runs as run_rows
 from stateward.storage.records import AgentRecord
 from stateward.storage.runs import RunRecord, TaskRunRecord
@@ -133,11 +134,12 @@ def test_a_first_record_over_the_budget_still_pages_on(db: Database) -> None:
     assert [[t.task_run_id for t in page] for page in found] == [["t0"], ["t1"], ["t2"]]
 
 
+@pytest.mark.parametrize("budget", [100_000, 300_000])  # passes mid-listing, at its last row
 def test_a_write_between_the_sizes_and_the_rows_loses_nothing(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch, budget: int
 ) -> None:
     # On PostgreSQL each of the two queries sees its own snapshot: a run started between
-    # them shifts the rows read (runs list newest first).
+    # them shifts the rows read (runs list newest first). SQLite reads in one pass.
     seed(db, run_rows.insert_run, [run(n, 30_000) for n in range(1, 11)])
     measure = pages._rows_to_read
     started: list[int] = []
@@ -150,7 +152,7 @@ def test_a_write_between_the_sizes_and_the_rows_loses_nothing(
         return measured
 
     monkeypatch.setattr(pages, "_rows_to_read", measure_then_start_a_run)
-    service = ExecutionService(db, None, page_bytes=100_000)  # type: ignore[arg-type]
+    service = ExecutionService(db, None, page_bytes=budget)  # type: ignore[arg-type]
     found = every_page(
         lambda token: asyncio.run(
             service.list_runs(
@@ -171,9 +173,35 @@ def test_a_write_between_the_sizes_and_the_rows_loses_nothing(
     assert [r for r in listed if r != "r999"] == [f"r{n:03d}" for n in range(10, 0, -1)]
 
 
-def test_sqlite_sizes_leave_out_text_columns() -> None:
-    # SQLite reads a text value to measure it, and reaching one stored after a large blob
-    # reads through the blob: the estimate there is the blobs' lengths alone.
-    for sizes in (agent_rows._AGENT_SIZE, run_rows._RUN_SIZE, run_rows._TASK_SIZE):
-        assert "labels" not in str(sizes.sqlite) and "error_message" not in str(sizes.sqlite)
-        assert "length" in str(sizes.sqlite) and "octet_length" in str(sizes.postgresql)
+def test_labels_count_in_the_bytes_read(db: Database) -> None:
+    # 64 labels of 256 emoji each side are stored as ~390 KB of escaped JSON.
+    text = "\U0001f600" * 252
+    labels = {f"{k:04d}" + text: text for k in range(64)}
+    seed(db, agent_rows.insert_agent, [agent(n, b"{}", labels) for n in range(40)])
+    rows = db.read_sync(
+        lambda conn: agent_rows.list_page(
+            conn, "ns", status=None, type=None, labels={}, after_id=None, limit=1000, budget=1 << 20
+        )
+    )
+    assert 1 <= len(rows) <= 3 and rows.cut  # not 40 rows of 390 KB for a 1 MiB budget
+
+
+def test_compensation_steps_read_no_task_documents(db: Database) -> None:
+    big = document(500_000)
+
+    def seed_tasks(ctx: WriteContext) -> None:
+        for n in range(4):
+            task = TaskRunRecord("ns", f"t{n}", "r1", f"task{n}", "ag", 1, "COMPLETED", big, 1, n)
+            task.result, task.progress, task.ended_at = big, big, 10 + n
+            task.compensation = b'{"undo": %d}' % n
+            run_rows.insert_task(ctx.conn, task)
+
+    db.write_sync(seed_tasks)
+    steps = db.read_sync(
+        lambda conn: recovery_rows.compensations(
+            conn, "ns", "r1", after=None, limit=10, budget=1 << 20
+        )
+    )
+    assert [s.task_id for s in steps] == ["task3", "task2", "task1", "task0"]
+    assert all(s.input == b"" and s.result is None and s.progress is None for s in steps)
+    assert [s.compensation for s in steps][0] == b'{"undo": 3}' and not steps.cut
