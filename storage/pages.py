@@ -5,8 +5,10 @@ the service then keeps what fits in one response. For records with megabyte docu
 that alone could read gigabytes: 1,001 task runs of four 1 MiB documents each. So the
 wide listings stop reading once the rows' bytes pass the budget:
 
-- SQLite hands rows over one at a time, so the read simply stops after the row whose big
-  columns (measured in Python) pass the budget.
+- SQLite hands rows over one at a time, so the read simply stops after the row whose
+  estimate (its big columns, measured in Python, and ``ROW_BYTES``) passes the budget.
+  (Where it must sort first, as for compensation steps ordered by completion time, it
+  reads every matching row from disk before the first comes out; memory stays bounded.)
 - psycopg receives a whole result at once, so PostgreSQL first answers a query for the
   rows' sizes (``octet_length`` of the big columns, which it takes from each value's
   header without reading the value), and the rows are read up to the one that passes.
@@ -25,8 +27,11 @@ from sqlalchemy import Column, ColumnElement, Connection, Select, func
 
 T = TypeVar("T")
 
-ROW_BYTES = 512
-"""A row's bytes besides its big columns, about: ids, names, numbers."""
+ROW_BYTES = 160
+"""A row's bytes besides its big columns: the fixed part every record's weight has
+(``paging.RECORD_BYTES``), so that an estimate stays at or below the exact weight when
+the big columns are measured in bytes. A page of whole steps (GetCompensationPlan with
+page_size 0) relies on it: a read cut by the estimate cannot have fit."""
 
 
 class Rows(list[T]):

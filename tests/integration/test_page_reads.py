@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from stateward.server.domain import paging
+from stateward.server.domain import paging, planner
+from stateward.server.domain.errors import ResourceExhausted
 from stateward.server.services.execution import ExecutionService
 from stateward.server.services.lifecycle import LifecycleService
+from stateward.server.services.recovery import RecoveryService
 from stateward.storage import Database, WriteContext, migrate, pages
 from stateward.storage import agents as agent_rows
 from stateward.storage import recovery as recovery_rows
@@ -205,3 +208,27 @@ def test_compensation_steps_read_no_task_documents(db: Database) -> None:
     assert [s.task_id for s in steps] == ["task3", "task2", "task1", "task0"]
     assert all(s.input == b"" and s.result is None and s.progress is None for s in steps)
     assert [s.compensation for s in steps][0] == b'{"undo": 3}' and not steps.cut
+
+
+def test_a_whole_compensation_plan_that_fits_is_answered(db: Database) -> None:
+    # page_size 0 refuses a plan whose read was cut; the read's estimate must therefore
+    # never exceed the steps' weights, or plans that fit would be refused.
+    failed = replace(run(1, 0), status="FAILED")
+
+    def seed_steps(ctx: WriteContext) -> None:
+        run_rows.insert_run(ctx.conn, failed)
+        for n in range(300):
+            task = TaskRunRecord(
+                "ns", f"t{n:03d}", failed.run_id, f"k{n}", "", 1, "COMPLETED", b"{}", 1, n
+            )
+            task.ended_at, task.compensation = n, b'{"undo": "%d"}' % n
+            run_rows.insert_task(ctx.conn, task)
+
+    db.write_sync(seed_steps)
+    policy = planner.Policy()
+    service = RecoveryService(db, None, policy, answer_bytes=100_000)  # type: ignore[arg-type]
+    steps, token = asyncio.run(service.compensation_plan("ns", failed.run_id))
+    assert len(steps) == 300 and not token and steps[0].task_id == "k299"
+    small = RecoveryService(db, None, policy, answer_bytes=30_000)  # type: ignore[arg-type]
+    with pytest.raises(ResourceExhausted):
+        asyncio.run(small.compensation_plan("ns", failed.run_id))
