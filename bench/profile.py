@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--native", action="store_true", help="include C frames (slower)")
+    parser.add_argument("--gil", action="store_true", help="only the thread holding the GIL")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(__file__).resolve().parent.parent / ".venv/bin/py-spy")
     root = Path(tempfile.mkdtemp(prefix="stateward-profile-"))
@@ -92,6 +93,8 @@ def main() -> None:
             str(out),
             "--nonblocking",
         ]
+        if args.gil:
+            command.append("--gil")
         if args.native:
             command.append("--native")
         load = threading.Thread(

@@ -8,6 +8,8 @@
      |    +-- InvalidTransition   a lifecycle transition the state machine forbids
      +-- Conflict             a compare-and-set lost (stale etag or version)
      +-- ResourceExhausted    a limit was reached
+     |    +-- RecordTooLarge      a write would make a record too big for one answer
+     |    +-- BatchAnswerFull     a batch's answer had no room for this request
      +-- Unavailable          a dependency is down; retry later
      +-- DataLoss             stored bytes failed their integrity check
 
@@ -103,6 +105,13 @@ class Conflict(DomainError):
 
 class ResourceExhausted(DomainError):
     reason = "RESOURCE_EXHAUSTED"
+
+
+class RecordTooLarge(ResourceExhausted):
+    """A write would make a record heavier than one answer can carry: it could then be
+    neither read nor listed. Nothing was written."""
+
+    reason = "RECORD_TOO_LARGE"
 
 
 class BatchAnswerFull(ResourceExhausted):

@@ -15,6 +15,7 @@ from stateward.server.domain.errors import Violations
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 NAMESPACE_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 REQUEST_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
+MAX_ID = 128  # ID_PATTERN's length
 MAX_TYPE = 128
 MAX_LABELS = 64
 MAX_LABEL_TEXT = 256

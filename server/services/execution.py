@@ -8,7 +8,7 @@ import json
 import json.scanner
 import operator
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 import orjson
@@ -188,6 +188,7 @@ class ExecutionService:
                 updated_at=ctx.now,
                 started_at=ctx.now,
             )
+            self._require_fits_run(record)
             run_rows.insert_run(ctx.conn, record)
             ctx.emit(
                 namespace,
@@ -325,6 +326,14 @@ class ExecutionService:
                 if error is not None
                 else None
             )
+            if result is not None or stamped is not None:
+                self._require_fits_run(
+                    replace(
+                        record,
+                        result=record.result if result is None else result,
+                        error=stamped or record.error,
+                    )
+                )
             if not run_rows.finish_run(
                 ctx.conn,
                 record,
@@ -414,6 +423,7 @@ class ExecutionService:
                     ctx.now, timeout_us, None, heartbeat_timeout_us
                 ),
             )
+            self._require_fits_task(record)
             run_rows.insert_task(ctx.conn, record)
             return record
 
@@ -430,6 +440,8 @@ class ExecutionService:
 
         def write(ctx: WriteContext) -> Lease:
             task = self._running_task(ctx, namespace, task_run_id, "heartbeat")
+            if progress:
+                self._require_fits_task(replace(task, progress=progress))
             lease = rules.lease_expiry(
                 task.started_at, task.timeout_us, ctx.now, task.heartbeat_timeout_us
             )
@@ -459,6 +471,9 @@ class ExecutionService:
 
         def write(ctx: WriteContext) -> TaskRunRecord:
             task = self._running_task(ctx, namespace, task_run_id, "complete")
+            self._require_fits_task(
+                replace(task, result=result, compensation=compensation or task.compensation)
+            )
             if not run_rows.finish_task(
                 ctx.conn,
                 task,
@@ -495,6 +510,7 @@ class ExecutionService:
             stamped = ErrorRecord(
                 error.message, error.kind, error.retryable, error.details, ctx.now
             )
+            self._require_fits_task(replace(task, error=stamped))
             if not run_rows.finish_task(ctx.conn, task, status.value, ctx.now, error=stamped):
                 raise _LeaseExpired(task_run_id)
             ctx.emit(
@@ -514,6 +530,14 @@ class ExecutionService:
             return task
 
         return await self._expiring(namespace, guarded(namespace, replay, write))
+
+    def _require_fits_run(self, record: RunRecord) -> None:
+        weight = weights.run(record) + weights.COPY_BYTES
+        weights.require_fits(f"workflow run {record.run_id!r}", weight, self.page_bytes)
+
+    def _require_fits_task(self, record: TaskRunRecord) -> None:
+        weight = weights.task_run(record) + weights.COPY_BYTES
+        weights.require_fits(f"task run {record.task_run_id!r}", weight, self.page_bytes)
 
     def _running_task(
         self, ctx: WriteContext, namespace: str, task_run_id: str, action: str

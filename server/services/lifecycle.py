@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stateward.server.domain import paging
 from stateward.server.domain import validation as check
@@ -79,6 +79,9 @@ class LifecycleService:
         self.db = db
         self.page_bytes = page_bytes  # the record bytes one list response may carry
 
+    def _require_fits(self, record: AgentRecord) -> None:
+        weights.require_fits(f"agent {record.agent_id!r}", weights.agent(record), self.page_bytes)
+
     async def create(
         self,
         namespace: str,
@@ -112,6 +115,7 @@ class LifecycleService:
                 created_at=ctx.now,
                 updated_at=ctx.now,
             )
+            self._require_fits(record)
             if agent_rows.get(ctx.conn, namespace, agent_id) is not None:
                 raise AlreadyExists(f"agent {agent_id!r} already exists")
             try:
@@ -224,6 +228,13 @@ class LifecycleService:
                     reason="AGENT_TERMINATED",
                     subject=f"agents/{agent_id}",
                 )
+            self._require_fits(
+                replace(
+                    record,
+                    config=record.config if config is None else config,
+                    labels=record.labels if labels is None else labels,
+                )
+            )
             if not agent_rows.update_fields(
                 ctx.conn, record, ctx.now, config=config, labels=labels
             ):
@@ -288,11 +299,15 @@ class LifecycleService:
                 if moved is None:
                     raise _refusal(agent_id, action, agent_rows.get(ctx.conn, namespace, agent_id))
                 record = moved
+                if stamped is not None:  # undone with the batch's savepoint if it is too big
+                    self._require_fits(record)
             else:
                 found = agent_rows.get(ctx.conn, namespace, agent_id, for_update=True)
                 if found is None or target_of(action, Status(found.status)) is None:
                     raise _refusal(agent_id, action, found)
                 record, current = found, Status(found.status)
+                if stamped is not None:
+                    self._require_fits(replace(record, error=stamped))
                 if not agent_rows.set_status(
                     ctx.conn, record, target.value, ctx.now, stamp=stamp, error=stamped
                 ):

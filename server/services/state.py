@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import operator
 import os
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from stateward.storage import Database, EventDraft, WriteContext
 from stateward.storage import idempotency as answers
 from stateward.storage import states as rows
 from stateward.storage.states import StateHead, StateRecord
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH_GET = 1000
 DEFAULT_MIGRATE_PAGE = 100
@@ -124,9 +127,20 @@ class StateService:
         self.db = db
         self.cache = cache
         self.registry = registry
-        self.max_bytes = max_bytes
         self.history = max(1, history)
         self.response_budget = paging.page_budget(max_message_bytes)
+        # A document must also fit in one answer: patches and migrations grow documents
+        # past what any one request carried.
+        self.max_bytes = min(max_bytes, self.response_budget - weights.STATE_BYTES)
+        if self.max_bytes < max_bytes:
+            log.warning(
+                "state documents are limited to %d bytes, less than state_max_bytes (%d): "
+                "one answer carries at most %d bytes under max_message_bytes (%d)",
+                self.max_bytes,
+                max_bytes,
+                self.response_budget,
+                max_message_bytes,
+            )
         # Only on SQLite is this process the sole writer; see the module docstring.
         self.cache_is_authoritative = db.dialect == "sqlite"
 

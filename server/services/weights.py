@@ -3,8 +3,9 @@ message limit (see ``paging.RECORD_BYTES``).
 
 List pages stop when the next record's weight would not fit (``paging.fitting``); answers
 that are not paged (a recovery plan, a retry, a prune) trim their lists with ``trim`` or
-``Capped`` and say so. tests/unit/test_page_weights.py checks each weight against the
-real encoding.
+``Capped`` and say so. A page holds at least one record, so a record must fit in one
+answer alone: the writes that make a record bigger check that first (``require_fits``).
+tests/unit/test_page_weights.py checks each weight against the real encoding.
 """
 
 from __future__ import annotations
@@ -14,12 +15,31 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from stateward.server.domain import paging
+from stateward.server.domain.errors import RecordTooLarge
+from stateward.server.domain.validation import MAX_ID
 from stateward.storage.checkpoints import CheckpointRecord
 from stateward.storage.records import AgentRecord, ErrorRecord, EventRecord, TransitionRecord
 from stateward.storage.runs import RunRecord, TaskRunRecord
 from stateward.storage.states import StateRecord
 
 T = TypeVar("T")
+
+# A retry copies a run, or a completed task run, with one id more (retry_of_run_id or
+# carried_from) and possibly a root_run_id: room for two ids keeps the copy within the
+# budget its original was checked against.
+COPY_BYTES = 2 * (paging.FIELD_BYTES + MAX_ID)
+
+
+def require_fits(what: str, weight: int, budget: int) -> None:
+    """Refuse a write that would make a record weigh more than one answer's ``budget``:
+    the record could then be neither read nor listed."""
+    if weight > budget:
+        raise RecordTooLarge(
+            f"{what} would take {weight} bytes in an answer, more than the {budget} bytes one "
+            "answer carries under this server's max_message_bytes; nothing was written. Keep "
+            "large documents in checkpoints and store a reference, or raise max_message_bytes",
+            metadata={"record_bytes": str(weight), "answer_bytes": str(budget)},
+        )
 
 
 def error(e: ErrorRecord | None) -> int:
@@ -76,6 +96,10 @@ def compensation_step(r: TaskRunRecord) -> int:
 
 def state(r: StateRecord) -> int:
     return paging.RECORD_BYTES + paging.text_bytes(r.agent_id) + paging.blob_bytes(r.document)
+
+
+STATE_BYTES = paging.RECORD_BYTES + 2 * paging.FIELD_BYTES + MAX_ID
+"""The most a state version weighs besides its document's bytes."""
 
 
 def event(r: EventRecord) -> int:

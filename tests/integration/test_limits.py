@@ -22,9 +22,12 @@ from stateward.v1 import (
     lifecycle_pb2_grpc,
     recovery_pb2,
     recovery_pb2_grpc,
+    state_pb2,
+    state_pb2_grpc,
 )
 from stateward.v1 import execution_pb2 as ex
 from stateward.v1 import lifecycle_pb2 as pb
+from tests.integration.test_execution import error_info
 from tests.support.server import ServerThread
 
 SEPARATE_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -164,6 +167,7 @@ class Stubs(NamedTuple):
     lifecycle: lifecycle_pb2_grpc.LifecycleServiceStub
     execution: execution_pb2_grpc.ExecutionServiceStub
     recovery: recovery_pb2_grpc.RecoveryServiceStub
+    state: state_pb2_grpc.StateServiceStub
 
 
 @pytest.fixture
@@ -176,6 +180,7 @@ def one_mib(settings: Settings) -> Iterator[Stubs]:
                 lifecycle_pb2_grpc.LifecycleServiceStub(channel),
                 execution_pb2_grpc.ExecutionServiceStub(channel),
                 recovery_pb2_grpc.RecoveryServiceStub(channel),
+                state_pb2_grpc.StateServiceStub(channel),
             )
     finally:
         server.close()
@@ -200,7 +205,7 @@ def big_json(n: int, size: int) -> bytes:
 
 def test_list_pages_hold_what_fits_in_one_message_and_page_on(one_mib: Stubs) -> None:
     # A 1 MiB limit: list pages may carry ~960 KiB of records; every record is ~100 KiB+.
-    lc, exe, rec = one_mib
+    lc, exe, rec, _ = one_mib
     for n in range(12):
         lc.CreateAgent(
             pb.CreateAgentRequest(agent_id=f"a{n}", type="t", config_json=big_json(n, 200_000))
@@ -271,7 +276,7 @@ def test_list_pages_hold_what_fits_in_one_message_and_page_on(one_mib: Stubs) ->
 # -- answers that are not paged keep what fits and say so --------------------------------------
 def test_unpaged_answers_keep_what_fits_and_say_they_were_cut(one_mib: Stubs) -> None:
     # A 1 MiB limit against a dozen task runs of ~200 KB each, per list.
-    lc, exe, rec = one_mib
+    lc, exe, rec, _ = one_mib
     lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
     failing = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
     done = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
@@ -355,7 +360,7 @@ def test_unpaged_answers_keep_what_fits_and_say_they_were_cut(one_mib: Stubs) ->
 def test_a_batch_of_creates_writes_only_what_its_answer_can_carry(one_mib: Stubs) -> None:
     # Each result echoes its manifest's labels, and a refused request its violations: a
     # request within the 1 MiB limit could answer with more, after its writes committed.
-    lc, _, rec = one_mib
+    lc, _, rec, _ = one_mib
     lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
     labels = {f"k{j:02d}" + "k" * 230: "v" * 250 for j in range(20)}
     create = recovery_pb2.CreateCheckpointRequest(agent_id="a", labels=labels)
@@ -393,7 +398,7 @@ def test_a_batch_of_creates_writes_only_what_its_answer_can_carry(one_mib: Stubs
 
 def test_a_plan_whose_fixed_parts_cannot_fit_says_so_precisely(one_mib: Stubs) -> None:
     # Each record fits in its own answer under 1 MiB; the plan would carry both.
-    lc, exe, rec = one_mib
+    lc, exe, rec, _ = one_mib
     lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
     text = "\U0001f600" * 252
     labels = {f"{k:04d}" + text: text for k in range(64)}  # ~130 KB of labels
@@ -415,3 +420,95 @@ def test_a_plan_whose_fixed_parts_cannot_fit_says_so_precisely(one_mib: Stubs) -
         rec.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id="a"), timeout=30)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "raise max_message_bytes" in (refused.value.details() or "")
+
+
+# -- no write makes a record bigger than one answer --------------------------------------------
+def too_large(call: Any, request: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as refused:
+        call(request, timeout=30)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_info(refused.value).reason == "RECORD_TOO_LARGE"
+    assert "max_message_bytes" in (refused.value.details() or "")
+    return refused.value
+
+
+def test_writes_that_would_outgrow_one_answer_are_refused_and_write_nothing(
+    one_mib: Stubs,
+) -> None:
+    # Under 1 MiB, one answer carries 960 KiB of records: documents of 400-500 KB each fit
+    # in their requests, but not all together in one record.
+    lc, exe, _, _ = one_mib
+    doc = big_json(0, 400_000)
+    lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t", config_json=big_json(0, 500_000)))
+    too_large(
+        lc.ReportAgentError,
+        pb.ReportAgentErrorRequest(agent_id="a", message="boom", details_json=big_json(1, 500_000)),
+    )
+    too_large(
+        lc.UpdateAgent,
+        pb.UpdateAgentRequest(agent_id="a", config_json=big_json(2, 985_000), update_config=True),
+    )
+    agent = lc.GetAgent(pb.GetAgentRequest(agent_id="a")).agent
+    assert agent.status == pb.AGENT_STATUS_CREATED and not agent.HasField("last_error")
+    assert agent.config_json == big_json(0, 500_000)
+    reported = lc.ReportAgentError(pb.ReportAgentErrorRequest(agent_id="a", message="small"))
+    assert reported.agent.status == pb.AGENT_STATUS_ERROR
+
+    run = exe.StartWorkflowRun(
+        ex.StartWorkflowRunRequest(workflow_name="w", input_json=big_json(0, 500_000))
+    ).run
+    too_large(
+        exe.CompleteWorkflowRun,
+        ex.CompleteWorkflowRunRequest(run_id=run.run_id, result_json=big_json(1, 500_000)),
+    )
+    too_large(
+        exe.FailWorkflowRun,
+        ex.FailWorkflowRunRequest(
+            run_id=run.run_id,
+            error=common_pb2.ErrorDetail(message="no", details_json=big_json(1, 500_000)),
+        ),
+    )
+    assert exe.GetWorkflowRun(ex.GetWorkflowRunRequest(run_id=run.run_id)).run.status == (
+        ex.RUN_STATUS_RUNNING
+    )
+
+    task = exe.StartTaskRun(
+        ex.StartTaskRunRequest(run_id=run.run_id, task_id="t", agent_id="a", input_json=doc)
+    ).task_run
+    exe.Heartbeat(ex.HeartbeatRequest(task_run_id=task.task_run_id, progress_json=doc))
+    too_large(
+        exe.Heartbeat,
+        ex.HeartbeatRequest(task_run_id=task.task_run_id, progress_json=big_json(1, 600_000)),
+    )
+    too_large(
+        exe.CompleteTaskRun,
+        ex.CompleteTaskRunRequest(task_run_id=task.task_run_id, result_json=doc),
+    )
+    too_large(
+        exe.FailTaskRun,
+        ex.FailTaskRunRequest(
+            task_run_id=task.task_run_id,
+            error=common_pb2.ErrorDetail(message="no", details_json=doc),
+        ),
+    )
+    stored = exe.GetTaskRun(ex.GetTaskRunRequest(task_run_id=task.task_run_id)).task_run
+    assert stored.status == ex.TASK_STATUS_RUNNING and stored.progress_json == doc
+    exe.CompleteTaskRun(ex.CompleteTaskRunRequest(task_run_id=task.task_run_id))
+    listed = exe.ListTaskRuns(ex.ListTaskRunsRequest(run_id=run.run_id)).task_runs
+    assert [t.task_run_id for t in listed] == [task.task_run_id]
+
+
+def test_state_documents_stop_at_what_one_answer_carries(one_mib: Stubs) -> None:
+    lc, _, _, st = one_mib
+    lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t"))
+    st.SaveState(state_pb2.SaveStateRequest(agent_id="a", document_json=big_json(0, 600_000)))
+    with pytest.raises(grpc.RpcError) as refused:  # the patch would make it ~1 MB
+        st.PatchState(
+            state_pb2.PatchStateRequest(
+                agent_id="a", patch_json=b'{"more": "%s"}' % (b"y" * 400_000)
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "over the limit of" in (refused.value.details() or "")
+    got = st.GetState(state_pb2.GetStateRequest(agent_id="a")).state
+    assert got.version == 1 and got.document_json == big_json(0, 600_000)

@@ -32,6 +32,10 @@ class ExecutionServiceStub:
     changes, checkpoint changes, client-appended run events) is one event with a
     per-namespace `sequence` that increases strictly in commit order, has no
     gaps and is never reused.
+
+    A write that would make a run or task run (its documents and error together)
+    bigger than one answer carries under the server's message limit is
+    RESOURCE_EXHAUSTED with reason `RECORD_TOO_LARGE`, and writes nothing.
     """
 
     def __init__(self, channel):
@@ -129,6 +133,10 @@ class ExecutionServiceServicer:
     changes, checkpoint changes, client-appended run events) is one event with a
     per-namespace `sequence` that increases strictly in commit order, has no
     gaps and is never reused.
+
+    A write that would make a run or task run (its documents and error together)
+    bigger than one answer carries under the server's message limit is
+    RESOURCE_EXHAUSTED with reason `RECORD_TOO_LARGE`, and writes nothing.
     """
 
     def StartWorkflowRun(self, request, context):
@@ -344,6 +352,10 @@ class ExecutionService:
     changes, checkpoint changes, client-appended run events) is one event with a
     per-namespace `sequence` that increases strictly in commit order, has no
     gaps and is never reused.
+
+    A write that would make a run or task run (its documents and error together)
+    bigger than one answer carries under the server's message limit is
+    RESOURCE_EXHAUSTED with reason `RECORD_TOO_LARGE`, and writes nothing.
     """
 
     @staticmethod

@@ -38,6 +38,10 @@ class LifecycleServiceStub:
     A refused transition is FAILED_PRECONDITION; its `ErrorInfo` (reason
     `INVALID_TRANSITION`) carries `current_status` and `allowed_statuses`
     (comma-separated). Every transition is an audit record and an event.
+
+    A write that would make an agent (config, labels and error details together)
+    bigger than one answer carries under the server's message limit is
+    RESOURCE_EXHAUSTED with reason `RECORD_TOO_LARGE`, and writes nothing.
     """
 
     def __init__(self, channel):
@@ -126,6 +130,10 @@ class LifecycleServiceServicer:
     A refused transition is FAILED_PRECONDITION; its `ErrorInfo` (reason
     `INVALID_TRANSITION`) carries `current_status` and `allowed_statuses`
     (comma-separated). Every transition is an audit record and an event.
+
+    A write that would make an agent (config, labels and error details together)
+    bigger than one answer carries under the server's message limit is
+    RESOURCE_EXHAUSTED with reason `RECORD_TOO_LARGE`, and writes nothing.
     """
 
     def CreateAgent(self, request, context):
@@ -310,6 +318,10 @@ class LifecycleService:
     A refused transition is FAILED_PRECONDITION; its `ErrorInfo` (reason
     `INVALID_TRANSITION`) carries `current_status` and `allowed_statuses`
     (comma-separated). Every transition is an audit record and an event.
+
+    A write that would make an agent (config, labels and error details together)
+    bigger than one answer carries under the server's message limit is
+    RESOURCE_EXHAUSTED with reason `RECORD_TOO_LARGE`, and writes nothing.
     """
 
     @staticmethod
