@@ -163,8 +163,11 @@ workflow_runs = Table(
     Column("ended_at", TIME),
     Column("updated_at", TIME, nullable=False),
     Index(None, "namespace", "created_at", "run_id"),
-    Index(None, "namespace", "workflow_name", "created_at"),
-    Index(None, "namespace", "agent_id", "created_at"),
+    # Each ListWorkflowRuns filter, then the listing's order (revision 0006).
+    Index(None, "namespace", "workflow_name", "created_at", "run_id"),
+    Index(None, "namespace", "agent_id", "created_at", "run_id"),
+    Index(None, "namespace", "root_run_id", "created_at", "run_id"),
+    Index(None, "namespace", "status", "created_at", "run_id"),
     Index(None, "namespace", "root_run_id", "attempt"),
     Index(None, "namespace", "status", "ended_at"),
 )
