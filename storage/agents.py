@@ -12,7 +12,7 @@ import json
 from collections import namedtuple
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, insert, select, update
 
 from stateward.storage import labels as label_rows
 from stateward.storage import pages, schema
@@ -141,15 +141,37 @@ def list_page(
 ) -> pages.Rows[AgentRecord]:
     """Agents ordered by id, after ``after_id``; ``limit + 1`` rows tell if more follow,
     fewer when ``budget`` bytes of them do (storage/pages.py)."""
-    query = select(a).where(a.c.namespace == namespace)
+    if labels:
+        # Led by the rarest label's owners, which the (namespace, key, value, kind, owner_id)
+        # index holds in agent_id order: a rare label reads its own agents, not the
+        # namespace's.
+        key, value = label_rows.rarest(conn, namespace, "agent", labels, after_id)
+        others = {k: v for k, v in labels.items() if k != key}
+        owner = schema.labels.alias("owner")
+        order = owner.c.owner_id
+        query = (
+            select(a)
+            .select_from(
+                owner.join(a, and_(a.c.namespace == owner.c.namespace, a.c.agent_id == order))
+            )
+            .where(
+                owner.c.namespace == namespace,
+                owner.c.key == key,
+                owner.c.value == value,
+                owner.c.kind == "agent",
+                *label_rows.matching(namespace, "agent", a.c.agent_id, others),
+            )
+        )
+    else:
+        order = a.c.agent_id
+        query = select(a).where(a.c.namespace == namespace)
     if status:
         query = query.where(a.c.status == status)
     if type:
         query = query.where(a.c.type == type)
     if after_id is not None:
-        query = query.where(a.c.agent_id > after_id)
-    query = query.where(*label_rows.matching(namespace, "agent", a.c.agent_id, labels))
-    return pages.read(conn, query.order_by(a.c.agent_id), _AGENT_SIZE, limit + 1, budget, _record)
+        query = query.where(order > after_id)
+    return pages.read(conn, query.order_by(order), _AGENT_SIZE, limit + 1, budget, _record)
 
 
 def set_status(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import ColumnElement, Connection, and_, delete, exists, insert, select
+from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, insert, select
 
 from stateward.storage import schema
 
@@ -51,3 +51,28 @@ def matching(
         )
         for key, value in labels.items()
     ]
+
+
+PROBE = 1000
+"""Owners counted per label, at most, to choose the label that leads a filtered listing."""
+
+
+def rarest(
+    conn: Connection, namespace: str, kind: str, labels: Mapping[str, str], after: str | None
+) -> tuple[str, str]:
+    """The label of ``labels`` with the fewest owners of ``kind`` after ``after`` (counted
+    up to ``PROBE`` each; ties to the first in key order): the one whose owners should lead
+    a listing, in owner order, from the (namespace, key, value, kind, owner_id) index."""
+    pairs = sorted(labels.items())
+    if len(pairs) == 1:
+        return pairs[0]
+    counts = []
+    for key, value in pairs:
+        owners = select(t.c.owner_id).where(
+            t.c.namespace == namespace, t.c.key == key, t.c.value == value, t.c.kind == kind
+        )
+        if after is not None:
+            owners = owners.where(t.c.owner_id > after)
+        found = conn.execute(select(func.count()).select_from(owners.limit(PROBE).subquery()))
+        counts.append(found.scalar_one())
+    return pairs[counts.index(min(counts))]
