@@ -188,7 +188,7 @@ class ExecutionService:
                 updated_at=ctx.now,
                 started_at=ctx.now,
             )
-            self._require_fits_run(record)
+            self._require_fits_run(record, weights.COPY_BYTES + weights.END_BYTES)
             run_rows.insert_run(ctx.conn, record)
             ctx.emit(
                 namespace,
@@ -326,7 +326,7 @@ class ExecutionService:
                 if error is not None
                 else None
             )
-            if result is not None or stamped is not None:
+            if result is not None or stamped is not None:  # ends the run: a copy drops them
                 self._require_fits_run(
                     replace(
                         record,
@@ -423,7 +423,7 @@ class ExecutionService:
                     ctx.now, timeout_us, None, heartbeat_timeout_us
                 ),
             )
-            self._require_fits_task(record)
+            self._require_fits_task(record, weights.COPY_BYTES + weights.END_BYTES)
             run_rows.insert_task(ctx.conn, record)
             return record
 
@@ -441,7 +441,8 @@ class ExecutionService:
         def write(ctx: WriteContext) -> Lease:
             task = self._running_task(ctx, namespace, task_run_id, "heartbeat")
             if progress:
-                self._require_fits_task(replace(task, progress=progress))
+                room = weights.COPY_BYTES + weights.END_BYTES
+                self._require_fits_task(replace(task, progress=progress), room)
             lease = rules.lease_expiry(
                 task.started_at, task.timeout_us, ctx.now, task.heartbeat_timeout_us
             )
@@ -471,9 +472,8 @@ class ExecutionService:
 
         def write(ctx: WriteContext) -> TaskRunRecord:
             task = self._running_task(ctx, namespace, task_run_id, "complete")
-            self._require_fits_task(
-                replace(task, result=result, compensation=compensation or task.compensation)
-            )
+            done = replace(task, result=result, compensation=compensation or task.compensation)
+            self._require_fits_task(done, weights.COPY_BYTES)  # a retry may carry it over
             if not run_rows.finish_task(
                 ctx.conn,
                 task,
@@ -510,7 +510,7 @@ class ExecutionService:
             stamped = ErrorRecord(
                 error.message, error.kind, error.retryable, error.details, ctx.now
             )
-            self._require_fits_task(replace(task, error=stamped))
+            self._require_fits_task(replace(task, error=stamped))  # never copied
             if not run_rows.finish_task(ctx.conn, task, status.value, ctx.now, error=stamped):
                 raise _LeaseExpired(task_run_id)
             ctx.emit(
@@ -531,12 +531,14 @@ class ExecutionService:
 
         return await self._expiring(namespace, guarded(namespace, replay, write))
 
-    def _require_fits_run(self, record: RunRecord) -> None:
-        weight = weights.run(record) + weights.COPY_BYTES
+    def _require_fits_run(self, record: RunRecord, room: int = 0) -> None:
+        """``record`` and ``room`` more bytes fit in one answer (weights.COPY_BYTES,
+        weights.END_BYTES)."""
+        weight = weights.run(record) + room
         weights.require_fits(f"workflow run {record.run_id!r}", weight, self.page_bytes)
 
-    def _require_fits_task(self, record: TaskRunRecord) -> None:
-        weight = weights.task_run(record) + weights.COPY_BYTES
+    def _require_fits_task(self, record: TaskRunRecord, room: int = 0) -> None:
+        weight = weights.task_run(record) + room
         weights.require_fits(f"task run {record.task_run_id!r}", weight, self.page_bytes)
 
     def _running_task(

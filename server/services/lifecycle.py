@@ -79,8 +79,13 @@ class LifecycleService:
         self.db = db
         self.page_bytes = page_bytes  # the record bytes one list response may carry
 
-    def _require_fits(self, record: AgentRecord) -> None:
-        weights.require_fits(f"agent {record.agent_id!r}", weights.agent(record), self.page_bytes)
+    def _require_fits(self, record: AgentRecord, *, error_room: bool = False) -> None:
+        """``record`` fits in one answer; with ``error_room``, also with its error replaced
+        by a report without details (weights.END_BYTES), so one can always be recorded."""
+        weight = weights.agent(record)
+        if error_room:
+            weight += max(0, weights.END_BYTES - weights.error(record.error))
+        weights.require_fits(f"agent {record.agent_id!r}", weight, self.page_bytes)
 
     async def create(
         self,
@@ -115,7 +120,7 @@ class LifecycleService:
                 created_at=ctx.now,
                 updated_at=ctx.now,
             )
-            self._require_fits(record)
+            self._require_fits(record, error_room=True)
             if agent_rows.get(ctx.conn, namespace, agent_id) is not None:
                 raise AlreadyExists(f"agent {agent_id!r} already exists")
             try:
@@ -233,7 +238,8 @@ class LifecycleService:
                     record,
                     config=record.config if config is None else config,
                     labels=record.labels if labels is None else labels,
-                )
+                ),
+                error_room=True,
             )
             if not agent_rows.update_fields(
                 ctx.conn, record, ctx.now, config=config, labels=labels

@@ -40,6 +40,7 @@ from stateward.server.domain.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    RecordTooLarge,
     ResourceExhausted,
     Violations,
 )
@@ -476,6 +477,16 @@ class StateService:
             raise migrations.MigrationFailed(
                 head.type, record.schema_version, str(error), agent_id=head.agent_id
             ) from None
+        if weights.STATE_BYTES + len(raw) > self.response_budget:
+            # Re-serialising can grow a document (1e15 reads back as 1000000000000000.0).
+            raise RecordTooLarge(
+                f"agent {head.agent_id!r}'s state version {record.version}, upgraded on read "
+                f"from schema {record.schema_version} to {schema_version}, is {len(raw)} "
+                f"bytes: more than the {self.response_budget} bytes one answer carries under "
+                "max_message_bytes. ListStateVersions returns it as stored; save a smaller "
+                "document, or raise max_message_bytes",
+                metadata={"record_bytes": str(len(raw)), "answer_bytes": str(self.response_budget)},
+            )
         return StateRecord(
             record.namespace,
             record.agent_id,

@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 from stateward.server.domain import paging
 from stateward.server.domain.errors import RecordTooLarge
-from stateward.server.domain.validation import MAX_ID
+from stateward.server.domain.validation import MAX_ID, MAX_MESSAGE
 from stateward.storage.checkpoints import CheckpointRecord
 from stateward.storage.records import AgentRecord, ErrorRecord, EventRecord, TransitionRecord
 from stateward.storage.runs import RunRecord, TaskRunRecord
@@ -24,10 +24,15 @@ from stateward.storage.states import StateRecord
 
 T = TypeVar("T")
 
-# A retry copies a run, or a completed task run, with one id more (retry_of_run_id or
-# carried_from) and possibly a root_run_id: room for two ids keeps the copy within the
-# budget its original was checked against.
+# A retry copies a run (its input and labels) or a completed task run with one id more
+# (retry_of_run_id or carried_from): room for two ids keeps a copy within the budget its
+# original was checked against.
 COPY_BYTES = 2 * (paging.FIELD_BYTES + MAX_ID)
+
+# Room a record keeps, until it ends, for the write that ends it: an error whose message
+# has MAX_MESSAGE characters of up to 4 bytes each and no details (the most the sweeper or
+# a restart writes, too), or a result of ``null``. So whatever was accepted can be ended.
+END_BYTES = paging.RECORD_BYTES + 2 * paging.FIELD_BYTES + 4 * MAX_MESSAGE
 
 
 def require_fits(what: str, weight: int, budget: int) -> None:

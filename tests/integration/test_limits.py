@@ -15,7 +15,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from stateward.server import metrics
 from stateward.server.config import Settings
+from stateward.server.domain import paging
+from stateward.server.services import weights
 from stateward.storage.database import WriteContext
+from stateward.storage.records import AgentRecord
+from stateward.storage.runs import RunRecord, TaskRunRecord
 from stateward.v1 import (
     common_pb2,
     execution_pb2_grpc,
@@ -512,3 +516,108 @@ def test_state_documents_stop_at_what_one_answer_carries(one_mib: Stubs) -> None
     assert "over the limit of" in (refused.value.details() or "")
     got = st.GetState(state_pb2.GetStateRequest(agent_id="a")).state
     assert got.version == 1 and got.document_json == big_json(0, 600_000)
+
+
+def filling(fixed: int, room: int, *, wrap: bool = False) -> bytes:
+    """A JSON document that brings a record of ``fixed`` weight, plus ``room``, to exactly
+    what one answer carries under 1 MiB: the most a write may leave. A string, or with
+    ``wrap`` an object holding one."""
+    length = paging.page_budget(1 << 20) - room - fixed - paging.FIELD_BYTES
+    head, tail = (b'{"p":"', b'"}') if wrap else (b'"', b'"')
+    return head + b"x" * (length - len(head) - len(tail)) + tail
+
+
+def test_records_accepted_at_the_limit_can_still_be_ended(one_mib: Stubs) -> None:
+    # Each record keeps room for the write that ends it: the longest error message (4096
+    # characters of 4 bytes) without details, or no result.
+    lc, exe, _, _ = one_mib
+    longest = "\U0001f600" * 4096
+    room = weights.COPY_BYTES + weights.END_BYTES
+    shape = AgentRecord("default", "a", "t", b"", {}, "CREATED", 1, 0, 0, 1, 1)
+    config = filling(weights.agent(shape), weights.END_BYTES, wrap=True)
+    lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="t", config_json=config))
+    too_large(  # one byte more would not leave the room
+        lc.CreateAgent, pb.CreateAgentRequest(agent_id="b", type="t", config_json=config + b" ")
+    )
+    lc.ReportAgentError(pb.ReportAgentErrorRequest(agent_id="a", message=longest))
+
+    probe = exe.StartWorkflowRun(ex.StartWorkflowRunRequest(workflow_name="w")).run
+    run_shape = RunRecord(
+        "default", probe.run_id, "w", None, "RUNNING", b"", {}, 1, probe.run_id, 1, 1
+    )
+    runs = [
+        exe.StartWorkflowRun(
+            ex.StartWorkflowRunRequest(
+                workflow_name="w", input_json=filling(weights.run(run_shape), room)
+            )
+        ).run
+        for _ in range(2)
+    ]
+    exe.FailWorkflowRun(
+        ex.FailWorkflowRunRequest(
+            run_id=runs[0].run_id, error=common_pb2.ErrorDetail(message=longest)
+        )
+    )
+    exe.CompleteWorkflowRun(ex.CompleteWorkflowRunRequest(run_id=runs[1].run_id))
+
+    task_shape = TaskRunRecord(
+        "default", "task-" + "0" * 26, probe.run_id, "t", "a", 1, "RUNNING", b"", 1, 1
+    )
+    input_json = filling(weights.task_run(task_shape), room)
+    tasks = [
+        exe.StartTaskRun(
+            ex.StartTaskRunRequest(
+                run_id=probe.run_id, task_id="t", agent_id="a", input_json=input_json
+            )
+        ).task_run
+        for _ in range(2)
+    ]
+    assert len(tasks[0].task_run_id) == len(task_shape.task_run_id)
+    # Progress would grow it, a heartbeat alone does not.
+    too_large(
+        exe.Heartbeat, ex.HeartbeatRequest(task_run_id=tasks[0].task_run_id, progress_json=b"0")
+    )
+    exe.Heartbeat(ex.HeartbeatRequest(task_run_id=tasks[0].task_run_id))
+    exe.FailTaskRun(
+        ex.FailTaskRunRequest(
+            task_run_id=tasks[0].task_run_id, error=common_pb2.ErrorDetail(message=longest)
+        )
+    )
+    exe.CompleteTaskRun(ex.CompleteTaskRunRequest(task_run_id=tasks[1].task_run_id))
+    listed, pages = page_all(
+        exe.ListTaskRuns, ex.ListTaskRunsRequest(run_id=probe.run_id, page_size=1000), "task_runs"
+    )
+    assert pages == 2  # each fills an answer
+    assert [t.status for t in listed] == [
+        ex.TASK_STATUS_FAILED,
+        ex.TASK_STATUS_COMPLETED,
+    ]
+
+
+def test_a_state_too_big_once_upgraded_on_read_is_refused_by_name(settings: Settings) -> None:
+    # Re-serialising can grow a document: 1e15 reads back as 1000000000000000.0.
+    server = ServerThread(
+        replace(
+            settings,
+            max_message_bytes=1 << 20,
+            state_migrations="tests.support.sample_migrations",
+        )
+    ).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            lc = lifecycle_pb2_grpc.LifecycleServiceStub(channel)
+            st = state_pb2_grpc.StateServiceStub(channel)
+            lc.CreateAgent(pb.CreateAgentRequest(agent_id="a", type="counter"))
+            document = b'{"count":1,"pad":[' + b",".join([b"1e15"] * 150_000) + b"]}"
+            st.SaveState(
+                state_pb2.SaveStateRequest(agent_id="a", document_json=document, schema_version=1)
+            )
+            refused = too_large(st.GetState, state_pb2.GetStateRequest(agent_id="a"))
+            assert "agent 'a'" in (refused.details() or "")
+            too_large(st.BatchGetStates, state_pb2.BatchGetStatesRequest(agent_ids=["a"]))
+            listed = st.ListStateVersions(
+                state_pb2.ListStateVersionsRequest(agent_id="a", include_documents=True)
+            )
+            assert listed.versions[0].document_json == document  # as stored
+    finally:
+        server.close()
