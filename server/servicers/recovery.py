@@ -275,8 +275,12 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
         return await self._create(namespace(context), request)
 
     async def _create(
-        self, ns: str, request: pb.CreateCheckpointRequest
+        self,
+        ns: str,
+        request: pb.CreateCheckpointRequest,
+        labels: dict[str, str] | None = None,
     ) -> pb.CreateCheckpointResponse:
+        """One create; ``labels``: the request's, already checked (check_create)."""
         built: list[tuple[CheckpointRecord, pb.CreateCheckpointResponse]] = []
 
         def build(record: CheckpointRecord) -> pb.CreateCheckpointResponse:
@@ -290,8 +294,9 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
             ns,
             request.agent_id,
             request.payload,
-            dict(request.labels),
+            dict(request.labels) if labels is None else labels,
             replay(request, "CreateCheckpoint", build),
+            checked=labels is not None,
         )
         return respond(result, pb.CreateCheckpointResponse, build)
 
@@ -307,11 +312,14 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
         requests = request.requests
         _check_batch(requests)
         outcomes: list[pb.CreateCheckpointResponse | ItemStatus | None] = []
+        checked: list[dict[str, str]] = []
         room, full = self.answer_bytes, False
         for r in requests:
             outcome: ItemStatus | None = None
+            labels = dict(r.labels)
+            checked.append(labels)
             try:
-                check_create(r.agent_id, dict(r.labels), r.request_id)
+                check_create(r.agent_id, labels, r.request_id)
                 cost = _created_bytes(r)
             except InvalidArgument as error:  # its own call would end here too
                 outcome = status.item_status(error)
@@ -322,8 +330,12 @@ class RecoveryServicer(recovery_pb2_grpc.RecoveryServiceServicer):
             else:
                 room -= cost
             outcomes.append(outcome)
-        todo = [r for r, outcome in zip(requests, outcomes, strict=True) if outcome is None]
-        created = iter(await _each(todo, lambda r: self._create(ns, r)))
+        todo = [
+            (r, labels)
+            for r, labels, outcome in zip(requests, checked, outcomes, strict=True)
+            if outcome is None
+        ]
+        created = iter(await _each(todo, lambda item: self._create(ns, *item)))
         result = pb.CreateCheckpointResult
         return pb.BatchCreateCheckpointsResponse(
             results=[

@@ -122,8 +122,12 @@ class CheckpointService:
         payload: bytes,
         labels: dict[str, str],
         replay: Replay | None = None,
+        *,
+        checked: bool = False,
     ) -> CheckpointRecord | Stored:
-        check_create(agent_id, labels, replay.request_id if replay else "")
+        """``checked``: the caller ran check_create already (a batch weighs each request)."""
+        if not checked:
+            check_create(agent_id, labels, replay.request_id if replay else "")
         if len(payload) <= INLINE_MAX:
             # No upload to spare: the write itself checks the request_id and the agent.
             size = len(payload)
