@@ -12,7 +12,7 @@ import json
 from collections import namedtuple
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from stateward.storage import labels as label_rows
 from stateward.storage import pages, schema
@@ -128,6 +128,45 @@ def insert_agent(conn: Connection, record: AgentRecord) -> None:
     label_rows.replace(conn, record.namespace, "agent", record.agent_id, record.labels)
 
 
+LABEL_LED_MAX = 8
+"""Label filters of more labels scan agents: past about 40, SQLite's planner puts the
+owners' join last and sorts the whole namespace."""
+
+
+def _leading_label(
+    conn: Connection,
+    namespace: str,
+    status: str | None,
+    type: str | None,
+    labels: dict[str, str],
+    after_id: str | None,
+) -> tuple[str, str] | None:
+    """On SQLite, the label whose owners should lead a page: the rarest, unless the status
+    or type filter leaves fewer agents (each counted up to labels.PROBE past the cursor).
+    None scans agents in id order, through the status or type index when filtered.
+
+    SQLite keeps no statistics of how many agents carry a label, so without this it
+    tested every agent of the namespace for a label ten of them carry. PostgreSQL's
+    planner has statistics and already starts from the rare side."""
+    if not labels or len(labels) > LABEL_LED_MAX or conn.dialect.name != "sqlite":
+        return None
+    if len(labels) == 1 and not (status or type):
+        return next(iter(labels.items()))  # the label's owners are the only candidates
+    lead, owners = label_rows.rarest(conn, namespace, "agent", labels, after_id)
+    if status or type:
+        candidates = select(a.c.agent_id).where(a.c.namespace == namespace)
+        if status:
+            candidates = candidates.where(a.c.status == status)
+        if type:
+            candidates = candidates.where(a.c.type == type)
+        if after_id is not None:
+            candidates = candidates.where(a.c.agent_id > after_id)
+        counted = select(func.count()).select_from(candidates.limit(label_rows.PROBE).subquery())
+        if conn.execute(counted).scalar_one() <= owners:
+            return None
+    return lead
+
+
 def list_page(
     conn: Connection,
     namespace: str,
@@ -141,14 +180,13 @@ def list_page(
 ) -> pages.Rows[AgentRecord]:
     """Agents ordered by id, after ``after_id``; ``limit + 1`` rows tell if more follow,
     fewer when ``budget`` bytes of them do (storage/pages.py)."""
-    if labels:
-        # Led by the rarest label's owners, which the (namespace, key, value, kind, owner_id)
-        # index holds in agent_id order: a rare label reads its own agents, not the
-        # namespace's.
-        key, value = label_rows.rarest(conn, namespace, "agent", labels, after_id)
-        others = {k: v for k, v in labels.items() if k != key}
+    lead = _leading_label(conn, namespace, status, type, labels, after_id)
+    if lead is not None:
+        # Led by the label's owners, which the (namespace, key, value, kind, owner_id)
+        # index holds in agent_id order: a rare label reads its own agents only.
         owner = schema.labels.alias("owner")
         order = owner.c.owner_id
+        others = {k: v for k, v in labels.items() if k != lead[0]}
         query = (
             select(a)
             .select_from(
@@ -156,14 +194,14 @@ def list_page(
             )
             .where(
                 owner.c.namespace == namespace,
-                owner.c.key == key,
-                owner.c.value == value,
+                owner.c.key == lead[0],
+                owner.c.value == lead[1],
                 owner.c.kind == "agent",
-                *label_rows.matching(namespace, "agent", a.c.agent_id, others),
             )
         )
     else:
         order = a.c.agent_id
+        others = labels
         query = select(a).where(a.c.namespace == namespace)
     if status:
         query = query.where(a.c.status == status)
@@ -171,6 +209,7 @@ def list_page(
         query = query.where(a.c.type == type)
     if after_id is not None:
         query = query.where(order > after_id)
+    query = query.where(*label_rows.matching(namespace, "agent", a.c.agent_id, others))
     return pages.read(conn, query.order_by(order), _AGENT_SIZE, limit + 1, budget, _record)
 
 

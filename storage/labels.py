@@ -54,25 +54,30 @@ def matching(
 
 
 PROBE = 1000
-"""Owners counted per label, at most, to choose the label that leads a filtered listing."""
+"""Candidates counted per filter, at most, to choose what leads a filtered listing."""
+
+
+def owners_after(
+    conn: Connection, namespace: str, kind: str, label: tuple[str, str], after: str | None
+) -> int:
+    """How many owners of ``kind`` past ``after`` carry ``label``, counted up to PROBE."""
+    key, value = label
+    owners = select(t.c.owner_id).where(
+        t.c.namespace == namespace, t.c.key == key, t.c.value == value, t.c.kind == kind
+    )
+    if after is not None:
+        owners = owners.where(t.c.owner_id > after)
+    counted = conn.execute(select(func.count()).select_from(owners.limit(PROBE).subquery()))
+    return int(counted.scalar_one())
 
 
 def rarest(
     conn: Connection, namespace: str, kind: str, labels: Mapping[str, str], after: str | None
-) -> tuple[str, str]:
-    """The label of ``labels`` with the fewest owners of ``kind`` after ``after`` (counted
-    up to ``PROBE`` each; ties to the first in key order): the one whose owners should lead
-    a listing, in owner order, from the (namespace, key, value, kind, owner_id) index."""
-    pairs = sorted(labels.items())
-    if len(pairs) == 1:
-        return pairs[0]
-    counts = []
-    for key, value in pairs:
-        owners = select(t.c.owner_id).where(
-            t.c.namespace == namespace, t.c.key == key, t.c.value == value, t.c.kind == kind
-        )
-        if after is not None:
-            owners = owners.where(t.c.owner_id > after)
-        found = conn.execute(select(func.count()).select_from(owners.limit(PROBE).subquery()))
-        counts.append(found.scalar_one())
-    return pairs[counts.index(min(counts))]
+) -> tuple[tuple[str, str], int]:
+    """The label of ``labels`` with the fewest owners of ``kind`` past ``after``, and that
+    count (each counted up to PROBE; ties go to the first in key order)."""
+    counted = [
+        (owners_after(conn, namespace, kind, pair, after), pair) for pair in sorted(labels.items())
+    ]
+    count, pair = min(counted, key=lambda each: each[0])
+    return pair, count

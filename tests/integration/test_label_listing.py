@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -116,58 +118,138 @@ def test_label_filters_page_through_exactly_the_matching_agents(
     assert listed(db, labels, 1000) == expected
 
 
-def test_the_rarest_label_leads_counting_owners_after_the_cursor(db: Database) -> None:
+def test_the_rarest_label_is_counted_past_the_cursor(db: Database) -> None:
     labels = {"env": "prod", "team": "rare", "tier": "odd"}
     lead = db.read_sync(lambda conn: label_rows.rarest(conn, "ns", "agent", labels, None))
-    assert lead == ("team", "rare")
-    # Past the last rare agent, none has it: still the rarest.
-    after = f"a{max(RARE):05d}"
+    assert lead == (("team", "rare"), len(RARE))
+    after = f"a{max(RARE):05d}"  # past the last rare agent none has it: still the rarest
     lead = db.read_sync(lambda conn: label_rows.rarest(conn, "ns", "agent", labels, after))
-    assert lead == ("team", "rare")
-    common = {"env": "prod", "tier": "odd"}  # odd agents are half of env=prod's
+    assert lead == (("team", "rare"), 0)
+    common = {"env": "prod", "tier": "odd"}  # both past the cap: the first key leads
     lead = db.read_sync(lambda conn: label_rows.rarest(conn, "ns", "agent", common, None))
-    assert lead == ("tier", "odd") or label_rows.PROBE <= AGENTS // 2
+    assert lead == (("env", "prod"), label_rows.PROBE)
 
 
-def test_a_rare_label_reads_its_own_agents_not_the_namespace(database_url: str) -> None:
-    if not database_url.startswith("sqlite"):
-        pytest.skip("counts SQLite's virtual machine steps")
-    database = Database(database_url)
+# -- the work a page costs on SQLite, in hundreds of virtual machine steps ------------------
+def sqlite_db(tmp_path: Path, agents: list[tuple[str, str, str, dict[str, str]]]) -> Database:
+    """A SQLite database of ``agents``: (agent_id, status, type, labels) each."""
+    database = Database(f"sqlite:///{tmp_path / 'cost.sqlite'}")
     migrate.upgrade(database.write_engine)
     database.start()
+
+    def write(ctx: WriteContext) -> None:
+        ctx.conn.execute(
+            insert(schema.agents),
+            [
+                {
+                    "namespace": "ns",
+                    "agent_id": agent_id,
+                    "type": type,
+                    "config": b"{}",
+                    "labels": json.dumps(labels),
+                    "status": status,
+                    "generation": 1,
+                    "state_version": 0,
+                    "state_last_version": 0,
+                    "created_at": 1,
+                    "updated_at": 1,
+                }
+                for agent_id, status, type, labels in agents
+            ],
+        )
+        ctx.conn.execute(
+            insert(schema.labels),
+            [
+                {"namespace": "ns", "kind": "agent", "owner_id": agent_id, "key": k, "value": v}
+                for agent_id, _, _, labels in agents
+                for k, v in labels.items()
+            ],
+        )
+
+    database.write_sync(write)
+    return database
+
+
+PROBES = 250
+"""Counting two filters' candidates (1,000 index entries each) costs about 95; testing
+each of 3,000 agents for a label about 600."""
+
+
+def steps(database: Database, labels: dict[str, str], **filters: Any) -> tuple[int, int]:
+    """The work one page of 50 costs, and the agents it holds."""
+
+    def read(conn: Any) -> tuple[int, int]:
+        raw = conn.connection.dbapi_connection
+        count = [0]
+
+        def tick() -> int:
+            count[0] += 1
+            return 0
+
+        raw.set_progress_handler(tick, 100)
+        try:
+            page = agent_rows.list_page(
+                conn,
+                "ns",
+                status=filters.get("status"),
+                type=filters.get("type"),
+                labels=labels,
+                after_id=None,
+                limit=50,
+                budget=8 << 20,
+            )
+        finally:
+            raw.set_progress_handler(None, 100)
+        return count[0], len(page)
+
+    return database.read_sync(read)
+
+
+def test_a_rare_label_reads_its_own_agents_not_the_namespace(tmp_path: Path) -> None:
+    database = sqlite_db(
+        tmp_path, [(f"a{n:05d}", "CREATED", "t", labels_of(n)) for n in range(AGENTS)]
+    )
     try:
-        database.write_sync(seed)
+        rare, found = steps(database, {"team": "rare"})
+        assert found == len(RARE) and rare < 20
+        # Scanning agents, or led by env=prod, the page would test all 3,000 agents.
+        both, found = steps(database, {"env": "prod", "team": "rare"})
+        assert found == len(RARE) and both < PROBES
+    finally:
+        database.close()
 
-        def steps(labels: dict[str, str]) -> int:
-            def read(conn: object) -> int:
-                raw = conn.connection.dbapi_connection  # type: ignore[attr-defined]
-                count = [0]
 
-                def tick() -> int:
-                    count[0] += 1
-                    return 0
+@pytest.mark.parametrize("rare_filter", [{"status": "FAILED"}, {"type": "rare"}])
+def test_a_rarer_status_or_type_leads_instead_of_a_common_label(
+    tmp_path: Path, rare_filter: dict[str, str]
+) -> None:
+    # 20,000 agents carry env=prod; 10 are FAILED, or of type "rare".
+    database = sqlite_db(
+        tmp_path,
+        [
+            (
+                f"a{n:05d}",
+                "FAILED" if n % 2000 == 3 else "CREATED",
+                "rare" if n % 2000 == 3 else "t",
+                {"env": "prod"},
+            )
+            for n in range(20_000)
+        ],
+    )
+    try:
+        work, found = steps(database, {"env": "prod"}, **rare_filter)
+        assert found == 10
+        assert work < PROBES  # not the 20,000 owners of env=prod (~1,800)
+    finally:
+        database.close()
 
-                raw.set_progress_handler(tick, 100)
-                try:
-                    agent_rows.list_page(
-                        conn,  # type: ignore[arg-type]
-                        "ns",
-                        status=None,
-                        type=None,
-                        labels=labels,
-                        after_id=None,
-                        limit=50,
-                    )
-                finally:
-                    raw.set_progress_handler(None, 100)
-                return count[0]
 
-            return database.read_sync(read)
-
-        rare = steps({"team": "rare"})
-        # The whole namespace is 3,000 agents; six carry team=rare. Led by env=prod (or
-        # scanning agents), the listing would test every agent.
-        assert steps({"env": "prod", "team": "rare"}) < rare * 3 + label_rows.PROBE // 10
-        assert rare < AGENTS // 10
+def test_many_labels_scan_agents_in_order_without_sorting(tmp_path: Path) -> None:
+    many = {f"k{j:02d}": "v" for j in range(40)}
+    database = sqlite_db(tmp_path, [(f"a{n:05d}", "CREATED", "t", many) for n in range(3000)])
+    try:
+        work, found = steps(database, many)
+        # One page of 51 agents, 40 label checks each: not all 3,000 checked, then sorted.
+        assert found == 51 and work < 1000
     finally:
         database.close()
