@@ -148,7 +148,7 @@ def _leading_label(
     SQLite keeps no statistics of how many agents carry a label, so without this it
     tested every agent of the namespace for a label ten of them carry. PostgreSQL's
     planner has statistics and already starts from the rare side."""
-    if not labels or len(labels) > LABEL_LED_MAX or conn.dialect.name != "sqlite":
+    if not labels or len(labels) > LABEL_LED_MAX:
         return None
     if len(labels) == 1 and not (status or type):
         return next(iter(labels.items()))  # the label's owners are the only candidates

@@ -270,6 +270,7 @@ class Database:
                 pool_recycle=3600,
                 isolation_level="AUTOCOMMIT",
             )
+            _without_jit(self.engine)
             self.write_engine = _postgresql_write_engine(url, echo)
         self._reads = concurrent.futures.ThreadPoolExecutor(read_threads, "stateward-read")
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -670,8 +671,22 @@ def expand(rows: list[EventDraft]) -> list[EventDraft]:
     return out
 
 
+def _without_jit(engine: Engine) -> None:
+    """Turn PostgreSQL's JIT off for ``engine``'s sessions. It compiles a query with LLVM
+    once its estimated cost passes jit_above_cost: an agent page filtered by 64 labels
+    (one probe per row each) was estimated that costly and spent 2 s compiling for a 30 ms
+    scan. Stateward's queries are short; compiling never pays."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute("SET jit = off")
+        dbapi_conn.commit()  # the SET lasts for the session only once committed
+
+
 def _postgresql_write_engine(url: str, echo: bool) -> Engine:
     engine = create_engine(url, echo=echo, pool_size=1, max_overflow=4, pool_recycle=3600)
+    _without_jit(engine)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import event, insert
 
 from stateward.storage import Database, WriteContext, migrate, schema
 from stateward.storage import agents as agent_rows
@@ -253,3 +253,35 @@ def test_many_labels_scan_agents_in_order_without_sorting(tmp_path: Path) -> Non
         assert found == 51 and work < 1000
     finally:
         database.close()
+
+
+# -- PostgreSQL: many label checks cost probes, not planning -------------------------------
+def test_postgres_keeps_each_label_check_a_probe_and_compiles_nothing(
+    db: Database, database_url: str
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner and JIT")
+    many = {f"k{n:02d}": "v" for n in range(16)}
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", capture)
+    try:
+        assert page_of(db, many, None, 50) == []
+    finally:
+        event.remove(db.engine, "before_cursor_execute", capture)
+    statement, parameters = seen[-1]
+
+    def explain(conn: Any) -> str:
+        cursor = conn.connection.dbapi_connection.cursor()
+        cursor.execute("EXPLAIN " + statement, parameters)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+    plan = db.read_sync(explain)
+    # Semi-joins would let the planner weigh every order of 16 joins, on every request.
+    assert "Semi Join" not in plan and plan.count("SubPlan") >= 16, plan
+    for engine in (db.engine, db.write_engine):
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW jit").scalar() == "off"
