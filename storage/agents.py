@@ -129,8 +129,8 @@ def insert_agent(conn: Connection, record: AgentRecord) -> None:
 
 
 LABEL_LED_MAX = 8
-"""Label filters of more labels scan agents: past about 40, SQLite's planner puts the
-owners' join last and sorts the whole namespace."""
+"""On SQLite, label filters of more labels scan agents: past about 40, its planner puts
+the owners' join last and sorts the whole namespace."""
 
 
 def _leading_label(
@@ -140,19 +140,25 @@ def _leading_label(
     type: str | None,
     labels: dict[str, str],
     after_id: str | None,
-) -> tuple[str, str] | None:
-    """On SQLite, the label whose owners should lead a page: the rarest, unless the status
-    or type filter leaves fewer agents (each counted up to labels.PROBE past the cursor).
-    None scans agents in id order, through the status or type index when filtered.
+) -> tuple[tuple[str, str] | None, dict[str, str]]:
+    """The label whose owners should lead a page, if any, and the other labels, rarest
+    first. A label leads when it is the only filter, or when it has fewer than
+    labels.PROBE owners past the cursor and fewer than the agents the status or type
+    filter leaves (counted as far). Otherwise agents are scanned in id order, through the
+    status or type index when filtered, the labels left to PostgreSQL's planner when few.
 
-    SQLite keeps no statistics of how many agents carry a label, so without this it
-    tested every agent of the namespace for a label ten of them carry. PostgreSQL's
-    planner has statistics and already starts from the rare side."""
-    if not labels or len(labels) > LABEL_LED_MAX:
-        return None
-    if len(labels) == 1 and not (status or type):
-        return next(iter(labels.items()))  # the label's owners are the only candidates
-    lead, owners = label_rows.rarest(conn, namespace, "agent", labels, after_id)
+    Neither database can tell how many agents carry a label: SQLite keeps no such
+    statistics, and PostgreSQL's label checks are kept out of its join planning (see
+    labels.matching). Without this, a label ten agents carry was tested on every one."""
+    if not labels:
+        return None, {}
+    if len(labels) > LABEL_LED_MAX and conn.dialect.name == "sqlite":
+        return None, labels
+    ranked = label_rows.by_rarity(conn, namespace, "agent", labels, after_id)
+    ordered = dict(pair for _, pair in ranked)
+    owners, lead = ranked[0]
+    if len(labels) > 1 and owners >= label_rows.PROBE:
+        return None, ordered  # no label is known to be rare
     if status or type:
         candidates = select(a.c.agent_id).where(a.c.namespace == namespace)
         if status:
@@ -162,9 +168,12 @@ def _leading_label(
         if after_id is not None:
             candidates = candidates.where(a.c.agent_id > after_id)
         counted = select(func.count()).select_from(candidates.limit(label_rows.PROBE).subquery())
+        if len(labels) == 1:
+            owners = label_rows.owners_after(conn, namespace, "agent", lead, after_id)
         if conn.execute(counted).scalar_one() <= owners:
-            return None
-    return lead
+            return None, ordered
+    del ordered[lead[0]]
+    return lead, ordered
 
 
 def list_page(
@@ -180,13 +189,12 @@ def list_page(
 ) -> pages.Rows[AgentRecord]:
     """Agents ordered by id, after ``after_id``; ``limit + 1`` rows tell if more follow,
     fewer when ``budget`` bytes of them do (storage/pages.py)."""
-    lead = _leading_label(conn, namespace, status, type, labels, after_id)
+    lead, others = _leading_label(conn, namespace, status, type, labels, after_id)
     if lead is not None:
         # Led by the label's owners, which the (namespace, key, value, kind, owner_id)
         # index holds in agent_id order: a rare label reads its own agents only.
         owner = schema.labels.alias("owner")
         order = owner.c.owner_id
-        others = {k: v for k, v in labels.items() if k != lead[0]}
         query = (
             select(a)
             .select_from(
@@ -201,7 +209,6 @@ def list_page(
         )
     else:
         order = a.c.agent_id
-        others = labels
         query = select(a).where(a.c.namespace == namespace)
     if status:
         query = query.where(a.c.status == status)
@@ -209,7 +216,8 @@ def list_page(
         query = query.where(a.c.type == type)
     if after_id is not None:
         query = query.where(order > after_id)
-    query = query.where(*label_rows.matching(namespace, "agent", a.c.agent_id, others))
+    checks = label_rows.matching(namespace, "agent", a.c.agent_id, others, joinable=lead is None)
+    query = query.where(*checks)
     return pages.read(conn, query.order_by(order), _AGENT_SIZE, limit + 1, budget, _record)
 
 

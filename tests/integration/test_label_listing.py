@@ -118,16 +118,17 @@ def test_label_filters_page_through_exactly_the_matching_agents(
     assert listed(db, labels, 1000) == expected
 
 
-def test_the_rarest_label_is_counted_past_the_cursor(db: Database) -> None:
+def test_labels_are_ranked_by_their_owners_past_the_cursor(db: Database) -> None:
     labels = {"env": "prod", "team": "rare", "tier": "odd"}
-    lead = db.read_sync(lambda conn: label_rows.rarest(conn, "ns", "agent", labels, None))
-    assert lead == (("team", "rare"), len(RARE))
+
+    def ranked(after: str | None, filters: dict[str, str] = labels) -> list[Any]:
+        return db.read_sync(lambda conn: label_rows.by_rarity(conn, "ns", "agent", filters, after))
+
+    cap = label_rows.PROBE
+    assert ranked(None) == [(6, ("team", "rare")), (cap, ("env", "prod")), (cap, ("tier", "odd"))]
     after = f"a{max(RARE):05d}"  # past the last rare agent none has it: still the rarest
-    lead = db.read_sync(lambda conn: label_rows.rarest(conn, "ns", "agent", labels, after))
-    assert lead == (("team", "rare"), 0)
-    common = {"env": "prod", "tier": "odd"}  # both past the cap: the first key leads
-    lead = db.read_sync(lambda conn: label_rows.rarest(conn, "ns", "agent", common, None))
-    assert lead == (("env", "prod"), label_rows.PROBE)
+    assert ranked(after)[0] == (0, ("team", "rare"))
+    assert ranked(None, {"env": "prod"}) == [(cap, ("env", "prod"))]  # one: not counted
 
 
 # -- the work a page costs on SQLite, in hundreds of virtual machine steps ------------------
