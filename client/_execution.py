@@ -9,7 +9,14 @@ from typing import Any
 from stateward.v1 import common_pb2
 from stateward.v1 import execution_pb2 as pb
 
-from ._codec import encode_json_or_empty, new_request_id, str_map, to_duration, to_timestamp
+from ._codec import (
+    encode_json_or_empty,
+    new_request_id,
+    str_map,
+    to_datetime,
+    to_duration,
+    to_timestamp,
+)
 from ._operation import EXECUTION, Prepared, pages, server_stream, unary
 from ._options import MetadataLike
 from .models import (
@@ -33,6 +40,10 @@ def _run(response: Any) -> WorkflowRun:
 
 def _runs(response: pb.ListWorkflowRunsResponse) -> Page[WorkflowRun]:
     return Page([WorkflowRun.from_proto(r) for r in response.runs], response.next_page_token)
+
+
+def _lease_expiry(response: pb.HeartbeatWorkflowRunResponse) -> datetime | None:
+    return to_datetime(response, "lease_expire_time")
 
 
 def _task_run(response: Any) -> TaskRun:
@@ -87,16 +98,25 @@ class ExecutionCalls:
         labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
         *,
+        heartbeat_timeout: timedelta | float | None = None,
         timeout: float | None = None,
         metadata: MetadataLike = (),
     ) -> Prepared[WorkflowRun]:
-        """Start a run of ``workflow_name`` (RUNNING); ``input`` is any JSON value."""
+        """Start a run of ``workflow_name`` (RUNNING); ``input`` is any JSON value.
+
+        With ``heartbeat_timeout`` (timedelta or seconds), the run must be kept alive with
+        :meth:`heartbeat_workflow_run` at least that often, or the server marks it
+        INTERRUPTED: a driver that dies between task runs is then found.
+        """
         request = pb.StartWorkflowRunRequest(
             workflow_name=workflow_name,
             agent_id=agent_id,
             input_json=encode_json_or_empty(input),
             labels=str_map(labels),
             request_id=new_request_id(request_id),
+            heartbeat_timeout=(
+                to_duration(heartbeat_timeout) if heartbeat_timeout is not None else None
+            ),
         )
         return Prepared(request, _run, request.request_id, timeout, metadata)
 
@@ -193,6 +213,16 @@ class ExecutionCalls:
             run_id=run_id, reason=reason, request_id=new_request_id(request_id)
         )
         return Prepared(request, _run, request.request_id, timeout, metadata)
+
+    @unary(EXECUTION, "HeartbeatWorkflowRun")
+    def heartbeat_workflow_run(
+        self, run_id: str, *, timeout: float | None = None, metadata: MetadataLike = ()
+    ) -> Prepared[datetime | None]:
+        """Extend a running workflow run's lease; returns the new expiry (None if the run
+        has no heartbeat timeout). A run that is no longer RUNNING (cancelled, or
+        INTERRUPTED because a heartbeat came too late) raises FailedPrecondition."""
+        request = pb.HeartbeatWorkflowRunRequest(run_id=run_id)
+        return Prepared(request, _lease_expiry, None, timeout, metadata)
 
     # -- task runs ------------------------------------------------------------------
 

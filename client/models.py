@@ -345,6 +345,11 @@ class WorkflowRun:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime | None
+    heartbeat_timeout: timedelta | None = None
+    """Longest allowed gap between heartbeats; None when the run has no lease."""
+    last_heartbeat_time: datetime | None = None
+    lease_expire_time: datetime | None = None
+    """While RUNNING with a heartbeat timeout: when the run is INTERRUPTED unless renewed."""
 
     @classmethod
     def from_proto(cls, msg: execution_pb2.WorkflowRun) -> WorkflowRun:
@@ -365,6 +370,9 @@ class WorkflowRun:
             start_time=to_datetime(msg, "start_time"),
             end_time=to_datetime(msg, "end_time"),
             update_time=to_datetime(msg, "update_time"),
+            heartbeat_timeout=to_timedelta(msg, "heartbeat_timeout"),
+            last_heartbeat_time=to_datetime(msg, "last_heartbeat_time"),
+            lease_expire_time=to_datetime(msg, "lease_expire_time"),
         )
 
 

@@ -53,7 +53,7 @@ class Settings:
     cache_bytes: int = _opt(64 << 20, "memory for the hot-read cache of agents and latest states")
     state_migrations: str = _opt("", "Python module that registers state schema migrations")
     # Execution (runs, tasks, events)
-    sweep_interval: float = _opt(1.0, "seconds between lease sweeps for timed-out task runs")
+    sweep_interval: float = _opt(1.0, "seconds between lease sweeps of task runs and workflow runs")
     subscriber_buffer: int = _opt(
         1024, "events buffered per subscriber before it falls back to catch-up"
     )

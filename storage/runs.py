@@ -44,6 +44,9 @@ class RunRecord:
     error: ErrorRecord | None = None
     retry_of_run_id: str | None = None
     cancel_requested: bool = False
+    heartbeat_timeout_us: int | None = None
+    last_heartbeat_at: int | None = None
+    lease_expires_at: int | None = None  # None once the run has ended
 
 
 @dataclass(slots=True)
@@ -91,6 +94,9 @@ def run_from_row(row: Any) -> RunRecord:
         error=error_from_row(row),
         retry_of_run_id=row.retry_of_run_id,
         cancel_requested=bool(row.cancel_requested),
+        heartbeat_timeout_us=row.heartbeat_timeout_us,
+        last_heartbeat_at=row.last_heartbeat_at,
+        lease_expires_at=row.lease_expires_at,
     )
 
 
@@ -151,6 +157,9 @@ def insert_run(conn: Connection, record: RunRecord) -> None:
             started_at=record.started_at,
             ended_at=record.ended_at,
             updated_at=record.updated_at,
+            heartbeat_timeout_us=record.heartbeat_timeout_us,
+            last_heartbeat_at=record.last_heartbeat_at,
+            lease_expires_at=record.lease_expires_at,
             **error_columns(record.error),
         )
     )
@@ -168,7 +177,12 @@ def finish_run(
     cancel_requested: bool | None = None,
 ) -> bool:
     """Move a run from its current status to a final one; False if another write got there first."""
-    values: dict[str, Any] = {"status": status, "ended_at": now, "updated_at": now}
+    values: dict[str, Any] = {
+        "status": status,
+        "ended_at": now,
+        "updated_at": now,
+        "lease_expires_at": None,
+    }
     if result is not None:
         values["result"] = result
     if error is not None:
@@ -187,12 +201,31 @@ def finish_run(
     if outcome.rowcount != 1:
         return False
     record.status, record.ended_at, record.updated_at = status, now, now
+    record.lease_expires_at = None
     if result is not None:
         record.result = result
     if error is not None:
         record.error = error
     if cancel_requested is not None:
         record.cancel_requested = cancel_requested
+    return True
+
+
+def renew_run_lease(conn: Connection, record: RunRecord, now: int, lease: int | None) -> bool:
+    """Record a heartbeat, only if the run is RUNNING with an unexpired lease."""
+    outcome = conn.execute(
+        update(w)
+        .where(
+            w.c.namespace == record.namespace,
+            w.c.run_id == record.run_id,
+            w.c.status == "RUNNING",
+            or_(w.c.lease_expires_at.is_(None), w.c.lease_expires_at >= now),
+        )
+        .values(last_heartbeat_at=now, lease_expires_at=lease, updated_at=now)
+    )
+    if outcome.rowcount != 1:
+        return False
+    record.last_heartbeat_at, record.lease_expires_at, record.updated_at = now, lease, now
     return True
 
 
@@ -405,6 +438,49 @@ def expired_tasks(conn: Connection, before: int, limit: int) -> list[TaskRunReco
         .limit(limit)
     )
     return [task_from_row(row) for row in rows]
+
+
+def expired_runs(conn: Connection, before: int, limit: int) -> list[tuple[str, str]]:
+    """(namespace, run_id) of RUNNING runs in any namespace whose lease ran out before
+    ``before``, soonest expired first (the partial index of live leases)."""
+    rows = conn.execute(
+        select(w.c.namespace, w.c.run_id)
+        .where(
+            w.c.lease_expires_at.is_not(None),
+            w.c.lease_expires_at < before,
+            w.c.status == "RUNNING",
+        )
+        .order_by(w.c.lease_expires_at)
+        .limit(limit)
+    )
+    return [(row.namespace, row.run_id) for row in rows]
+
+
+def expire_run(
+    conn: Connection, record: RunRecord, status: str, now: int, error: ErrorRecord
+) -> bool:
+    """RUNNING -> ``status`` for a run whose lease is still expired; exactly one caller wins."""
+    outcome = conn.execute(
+        update(w)
+        .where(
+            w.c.namespace == record.namespace,
+            w.c.run_id == record.run_id,
+            w.c.status == "RUNNING",
+            w.c.lease_expires_at < now,
+        )
+        .values(
+            status=status,
+            ended_at=now,
+            updated_at=now,
+            lease_expires_at=None,
+            **error_columns(error),
+        )
+    )
+    if outcome.rowcount != 1:
+        return False
+    record.status, record.ended_at, record.updated_at = status, now, now
+    record.lease_expires_at, record.error = None, error
+    return True
 
 
 def expire_task(

@@ -162,6 +162,10 @@ workflow_runs = Table(
     Column("started_at", TIME),
     Column("ended_at", TIME),
     Column("updated_at", TIME, nullable=False),
+    # Run leases (revision 0007): NULL unless the run has a heartbeat timeout.
+    Column("heartbeat_timeout_us", BigInteger),
+    Column("last_heartbeat_at", TIME),
+    Column("lease_expires_at", TIME),  # cleared when the run ends
     Index(None, "namespace", "created_at", "run_id"),
     # Each ListWorkflowRuns filter, then the listing's order (revision 0006).
     Index(None, "namespace", "workflow_name", "created_at", "run_id"),
@@ -170,6 +174,8 @@ workflow_runs = Table(
     Index(None, "namespace", "status", "created_at", "run_id"),
     Index(None, "namespace", "root_run_id", "attempt"),
     Index(None, "namespace", "status", "ended_at"),
+    # The sweeper's: live leases only, so runs without one cost no index entry.
+    Index(None, "lease_expires_at", **_not_null("lease_expires_at")),
 )
 
 task_runs = Table(

@@ -121,6 +121,9 @@ def show_run(run: WorkflowRun, tasks: list[TaskRun]) -> str:
             ("cancel requested", True if run.cancel_requested else None),
             ("started", run.start_time),
             ("ended", run.end_time),
+            ("heartbeat timeout", run.heartbeat_timeout),
+            ("last heartbeat", run.last_heartbeat_time),
+            ("lease expires", run.lease_expire_time),
         ]
     )
     if not tasks:

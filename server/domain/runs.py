@@ -10,6 +10,9 @@ Every other status is final.
 A task run's lease is the earlier of ``start + timeout`` and ``last heartbeat +
 heartbeat_timeout``. A task started with neither timeout gets the default heartbeat
 timeout, so a worker that dies never leaves its task RUNNING forever.
+
+A workflow run has a lease only when started with a heartbeat timeout: ``last heartbeat
+(or start) + heartbeat_timeout``. One that runs out makes the run INTERRUPTED.
 """
 
 from __future__ import annotations
@@ -125,11 +128,11 @@ def require_run_move(run_id: str, current: str, target: RunStatus) -> None:
     )
 
 
-def require_run_running(run_id: str, current: str) -> None:
-    """Task runs start only inside a RUNNING workflow run."""
+def require_run_running(run_id: str, current: str, action: str = "start task runs") -> None:
+    """FAILED_PRECONDITION (INVALID_RUN_STATUS) unless the workflow run is RUNNING."""
     if current != RunStatus.RUNNING.value:
         raise FailedPrecondition(
-            f"workflow run {run_id!r} is {current}; task runs can only start in a RUNNING run",
+            f"workflow run {run_id!r} is {current}; only a RUNNING run can {action}",
             reason="INVALID_RUN_STATUS",
             subject=f"runs/{run_id}",
             metadata={"current_status": current, "required_status": RunStatus.RUNNING.value},
@@ -199,6 +202,20 @@ def expiry_message(
     if heartbeat_us is not None:
         return f"no heartbeat arrived within the heartbeat timeout of {_seconds(heartbeat_us)}"
     return "the task run's lease expired"
+
+
+def run_lease_expiry(now: int, heartbeat_us: int | None) -> int | None:
+    """A workflow run's lease after a start or heartbeat at ``now``; None without one."""
+    return now + heartbeat_us if heartbeat_us is not None else None
+
+
+def run_expiry_message(heartbeat_us: int | None) -> str:
+    """Why a run's lease ran out, in words a person can act on."""
+    limit = f" of {_seconds(heartbeat_us)}" if heartbeat_us is not None else ""
+    return (
+        f"no heartbeat arrived within the run's heartbeat timeout{limit}: the process driving "
+        "it stopped or lost contact"
+    )
 
 
 def interruption_grace_us(sweep_interval_s: float) -> int:

@@ -73,6 +73,7 @@ _TABLE: dict[str, dict[str, Rule]] = {
         "CompleteWorkflowRun": W,
         "FailWorkflowRun": W,
         "CancelWorkflowRun": W,
+        "HeartbeatWorkflowRun": W,
         "StartTaskRun": W,
         "Heartbeat": W,
         "CompleteTaskRun": W,

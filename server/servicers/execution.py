@@ -50,6 +50,9 @@ def workflow_run(r: RunRecord) -> pb.WorkflowRun:
         start_time=convert.timestamp(r.started_at),
         end_time=convert.timestamp(r.ended_at),
         update_time=convert.timestamp(r.updated_at),
+        heartbeat_timeout=convert.duration(r.heartbeat_timeout_us),
+        last_heartbeat_time=convert.timestamp(r.last_heartbeat_at),
+        lease_expire_time=convert.timestamp(r.lease_expires_at),
     )
 
 
@@ -137,6 +140,7 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             request.input_json,
             dict(request.labels),
             replay(request, "StartWorkflowRun", build),
+            heartbeat_timeout_us=_duration(request, "heartbeat_timeout"),
         )
         return respond(result, pb.StartWorkflowRunResponse, build)
 
@@ -211,6 +215,13 @@ class ExecutionServicer(execution_pb2_grpc.ExecutionServiceServicer):
             replay(request, "CancelWorkflowRun", build),
         )
         return respond(result, pb.CancelWorkflowRunResponse, build)
+
+    @unary
+    async def HeartbeatWorkflowRun(
+        self, request: pb.HeartbeatWorkflowRunRequest, context: Ctx
+    ) -> pb.HeartbeatWorkflowRunResponse:
+        lease = await self.service.heartbeat_run(namespace(context), request.run_id)
+        return pb.HeartbeatWorkflowRunResponse(lease_expire_time=convert.timestamp(lease))
 
     # -- task runs ------------------------------------------------
     @unary

@@ -28,7 +28,12 @@ from stateward.server.domain.runs import RunStatus, TaskStatus
 from stateward.server.events_bus import EventBus
 from stateward.server.services import weights
 from stateward.server.services.idempotency import Replay, Stored, guarded
-from stateward.server.services.sweeper import mark_expired
+from stateward.server.services.sweeper import (
+    RunLeaseExpired,
+    interrupt_now,
+    mark_expired,
+    require_live_lease,
+)
 from stateward.storage import Database, EventDraft, WriteContext
 from stateward.storage import agents as agent_rows
 from stateward.storage import events as event_log
@@ -161,6 +166,8 @@ class ExecutionService:
         input: bytes,
         labels: dict[str, str],
         replay: Replay | None = None,
+        *,
+        heartbeat_timeout_us: int | None = None,
     ) -> RunRecord | Stored:
         v = Violations()
         check.check_text(v, "workflow_name", workflow_name, check.MAX_TYPE, required=True)
@@ -168,6 +175,7 @@ class ExecutionService:
         input = _check_document(v, "input_json", input)
         check.check_labels(v, "labels", labels)
         check.check_request_id(v, replay.request_id if replay else "")
+        rules.check_duration(v, "heartbeat_timeout", heartbeat_timeout_us)
         v.raise_if_any()
 
         def write(ctx: WriteContext) -> RunRecord:
@@ -187,6 +195,8 @@ class ExecutionService:
                 created_at=ctx.now,
                 updated_at=ctx.now,
                 started_at=ctx.now,
+                heartbeat_timeout_us=heartbeat_timeout_us,
+                lease_expires_at=rules.run_lease_expiry(ctx.now, heartbeat_timeout_us),
             )
             self._require_fits_run(record, weights.COPY_BYTES + weights.END_BYTES)
             run_rows.insert_run(ctx.conn, record)
@@ -304,6 +314,43 @@ class ExecutionService:
             namespace, run_id, RunStatus.CANCELLED, replay, data={"reason": reason}, cancel=True
         )
 
+    async def heartbeat_run(self, namespace: str, run_id: str) -> int | None:
+        """Renew a RUNNING run's lease; returns the new expiry (None without a lease)."""
+        v = Violations()
+        check.check_id(v, "run_id", run_id)
+        v.raise_if_any()
+
+        def write(ctx: WriteContext) -> int | None:
+            run = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
+            if run is None:
+                raise _run_not_found(run_id)
+            rules.require_run_running(run_id, run.status, "send heartbeats")
+            require_live_lease(run, ctx.now)
+            lease = rules.run_lease_expiry(ctx.now, run.heartbeat_timeout_us)
+            if not run_rows.renew_run_lease(ctx.conn, run, ctx.now, lease):
+                raise RunLeaseExpired(run_id)
+            return lease
+
+        return await self._leased(namespace, write)
+
+    async def _leased(self, namespace: str, write: Callable[[WriteContext], T]) -> T:
+        """Run a write on a workflow run; if the run's lease had run out, interrupt the run
+        first and say so. A late call never revives a run: it ends on the spot, as the
+        sweeper would have ended it a moment later."""
+        try:
+            return await self.db.write(write)
+        except RunLeaseExpired as expired:
+            run_id = expired.run_id
+        run = await interrupt_now(self.db, namespace, run_id)
+        status = run.status if run is not None else RunStatus.INTERRUPTED.value
+        message = run.error.message if run is not None and run.error else "its lease expired"
+        raise FailedPrecondition(
+            f"workflow run {run_id!r} is {status}: {message}",
+            reason="INVALID_RUN_STATUS",
+            subject=f"runs/{run_id}",
+            metadata={"current_status": status, "required_status": RunStatus.RUNNING.value},
+        )
+
     async def _finish_run(
         self,
         namespace: str,
@@ -320,6 +367,7 @@ class ExecutionService:
             record = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
             if record is None:
                 raise _run_not_found(run_id)
+            require_live_lease(record, ctx.now)
             rules.require_run_move(run_id, record.status, target)
             stamped = (
                 ErrorRecord(error.message, error.kind, error.retryable, error.details, ctx.now)
@@ -360,7 +408,7 @@ class ExecutionService:
             )
             return record
 
-        return await self.db.write(guarded(namespace, replay, write))
+        return await self._leased(namespace, guarded(namespace, replay, write))
 
     # -- task runs ------------------------------------------------
     async def start_task(
@@ -394,7 +442,8 @@ class ExecutionService:
             run = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
             if run is None:
                 raise _run_not_found(run_id)
-            rules.require_run_running(run_id, run.status)
+            rules.require_run_running(run_id, run.status, "start task runs")
+            require_live_lease(run, ctx.now)
             self._require_live_agent(ctx.conn, namespace, agent_id)
             attempt = run_rows.max_attempt(ctx.conn, namespace, run.root_run_id, task_id) + 1
             task_run_id = rules.new_task_run_id(ctx.now)
@@ -427,7 +476,7 @@ class ExecutionService:
             run_rows.insert_task(ctx.conn, record)
             return record
 
-        return await self.db.write(guarded(namespace, replay, write))
+        return await self._leased(namespace, guarded(namespace, replay, write))
 
     async def heartbeat(self, namespace: str, task_run_id: str, progress: bytes) -> Lease:
         v = Violations()

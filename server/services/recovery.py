@@ -36,10 +36,12 @@ from stateward.server.domain.runs import (
     TaskStatus,
     new_run_id,
     new_task_run_id,
+    run_lease_expiry,
 )
 from stateward.server.services import weights
 from stateward.server.services.checkpoints import CheckpointService
 from stateward.server.services.idempotency import Replay, Stored, guarded
+from stateward.server.services.sweeper import RunLeaseExpired, interrupt_now, require_live_lease
 from stateward.storage import Database, WriteContext
 from stateward.storage import agents as agent_rows
 from stateward.storage import checkpoints as checkpoint_rows
@@ -258,6 +260,7 @@ class RecoveryService:
             old = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
             if old is None:
                 raise _run_missing(run_id)
+            require_live_lease(old, ctx.now)
             _require_retryable(ctx.conn, old)
             result = _start_attempt(ctx, old)
             new = result.run
@@ -265,6 +268,11 @@ class RecoveryService:
             event.data = _retried_data(old, result)
             return self._fitted(result)
 
+        try:
+            return await self.db.write(guarded(namespace, replay, write))
+        except RunLeaseExpired:
+            # Abandoned but not yet swept: interrupt it now, then retry it as asked.
+            await interrupt_now(self.db, namespace, run_id)
         return await self.db.write(guarded(namespace, replay, write))
 
     def _fitted(self, result: RetryResult) -> RetryResult:
@@ -450,6 +458,8 @@ def _start_attempt(ctx: WriteContext, old: RunRecord) -> RetryResult:
         updated_at=ctx.now,
         started_at=ctx.now,
         retry_of_run_id=old.run_id,
+        heartbeat_timeout_us=old.heartbeat_timeout_us,
+        lease_expires_at=run_lease_expiry(ctx.now, old.heartbeat_timeout_us),
     )
     run_rows.insert_run(conn, run)
     # The newest completed attempt of each task in the failed run carries over.

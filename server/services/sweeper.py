@@ -11,6 +11,8 @@ worker finishing at the same moment, exactly one write wins and one event is emi
   expired while no server was sweeping INTERRUPTED, and their RUNNING workflow runs
   INTERRUPTED too. "While no server was sweeping" means: longer ago than a live
   replica's sweeper could have missed (``interruption_grace_us``).
+- Workflow runs with a lease (a heartbeat timeout) whose driver stopped heartbeating
+  become INTERRUPTED in both passes, and their RUNNING task runs are asked to cancel.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from datetime import UTC, datetime
 
 from stateward.server import metrics
 from stateward.server.domain import runs as rules
+from stateward.server.domain.errors import FailedPrecondition
 from stateward.server.domain.runs import RunStatus, TaskStatus
 from stateward.storage import Database, WriteContext, now_us
 from stateward.storage import runs as run_rows
 from stateward.storage.records import ErrorRecord
-from stateward.storage.runs import TaskRunRecord
+from stateward.storage.runs import RunRecord, TaskRunRecord
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,62 @@ def interrupt_run(ctx: WriteContext, namespace: str, run_id: str, cause: TaskRun
     return True
 
 
+def expire_run(
+    ctx: WriteContext, namespace: str, run_id: str, *, interrupted: bool
+) -> RunRecord | None:
+    """RUNNING -> INTERRUPTED for a run whose lease ran out (its driver stopped
+    heartbeating); None if it is no longer RUNNING with an expired lease."""
+    run = run_rows.get_run(ctx.conn, namespace, run_id, for_update=True)
+    if run is None or run.status != RunStatus.RUNNING.value:
+        return None
+    expired_at = run.lease_expires_at
+    if expired_at is None or not rules.lease_expired(expired_at, ctx.now):
+        return None
+    message = rules.run_expiry_message(run.heartbeat_timeout_us)
+    if interrupted:
+        message = (
+            f"interrupted: the run's lease expired at {_iso(expired_at)} while no Stateward "
+            f"server was running ({message})"
+        )
+    error = ErrorRecord(message, rules.ERROR_KIND_TIMEOUT, True, b"", ctx.now)
+    if not run_rows.expire_run(ctx.conn, run, RunStatus.INTERRUPTED.value, ctx.now, error):
+        return None
+    # The run is over: its workers learn so on their next heartbeat.
+    flagged = run_rows.request_cancel(ctx.conn, namespace, run_id)
+    ctx.emit(
+        namespace,
+        rules.RUN_EVENTS[RunStatus.INTERRUPTED],
+        _data(error=message, reason="heartbeat_timeout", cancel_requested_task_runs=len(flagged)),
+        agent_id=run.agent_id,
+        run_id=run_id,
+    )
+    return run
+
+
+class RunLeaseExpired(FailedPrecondition):
+    """Raised inside a write to roll it back; the caller then ends the run (interrupt_now)."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"workflow run {run_id!r}'s lease expired", reason="LEASE_EXPIRED")
+        self.run_id = run_id
+
+
+def require_live_lease(run: RunRecord, now: int) -> None:
+    """A RUNNING run whose lease ran out is over, swept or not: no write revives it."""
+    if run.status == RunStatus.RUNNING.value and rules.lease_expired(run.lease_expires_at, now):
+        raise RunLeaseExpired(run.run_id)
+
+
+async def interrupt_now(db: Database, namespace: str, run_id: str) -> RunRecord | None:
+    """Do the sweeper's work for one run on the spot; returns the run as it now stands."""
+
+    def write(ctx: WriteContext) -> RunRecord | None:
+        expire_run(ctx, namespace, run_id, interrupted=False)
+        return run_rows.get_run(ctx.conn, namespace, run_id)
+
+    return await db.write(write)
+
+
 # One counter child per outcome, bound once.
 _SWEPT = {
     status: metrics.SWEEPER_ACTIONS.labels(action=f"task_{status.name.lower()}")
@@ -141,18 +200,49 @@ class Sweeper:
                 log.warning("lease sweep failed; retrying next interval", exc_info=True)
 
     async def sweep(self) -> int:
-        """Mark expired task runs TIMED_OUT (or CANCELLED); returns how many this call marked."""
-        return await self._finish_expired(before_offset=0, interrupted=False)
+        """Mark expired task runs TIMED_OUT (or CANCELLED) and expired workflow runs
+        INTERRUPTED; returns how many runs of either kind this call marked."""
+        tasks = await self._finish_expired(before_offset=0, interrupted=False)
+        return tasks + await self._interrupt_expired_runs(before_offset=0, interrupted=False)
 
     async def scan_interrupted(self) -> None:
         """Start-up hook: leases that ran out while no server was up become INTERRUPTED."""
-        marked = await self._finish_expired(
-            before_offset=rules.interruption_grace_us(self.interval), interrupted=True
-        )
+        grace = rules.interruption_grace_us(self.interval)
+        marked = await self._finish_expired(before_offset=grace, interrupted=True)
         if marked:
             log.warning(
                 "marked %d task runs INTERRUPTED: their leases expired while no server ran", marked
             )
+        runs = await self._interrupt_expired_runs(before_offset=grace, interrupted=True)
+        if runs:
+            log.warning(
+                "marked %d workflow runs INTERRUPTED: their leases expired while no server ran",
+                runs,
+            )
+
+    async def _interrupt_expired_runs(self, *, before_offset: int, interrupted: bool) -> int:
+        total = 0
+        while True:
+            before = now_us() - before_offset
+            found = await self.db.read(
+                functools.partial(run_rows.expired_runs, before=before, limit=BATCH)
+            )
+            if not found:
+                return total
+
+            def write(ctx: WriteContext, keys: list[tuple[str, str]] = found) -> int:
+                marked = sum(
+                    expire_run(ctx, ns, run_id, interrupted=interrupted) is not None
+                    for ns, run_id in keys
+                )
+                if marked:
+                    ctx.after_commit(lambda: _RUN_INTERRUPTED.inc(marked))
+                return marked
+
+            marked = await self.db.write(write)
+            total += marked
+            if len(found) < BATCH or marked == 0:
+                return total
 
     async def _finish_expired(self, *, before_offset: int, interrupted: bool) -> int:
         total = 0

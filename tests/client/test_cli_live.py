@@ -182,6 +182,17 @@ def test_runs_list_show_and_retry(cli: Any, live: Client, agent: str) -> None:
     assert code == 1 and "run-nope" in one_line_error(err)
 
 
+def test_runs_show_prints_a_leased_runs_lease(cli: Any, live: Client) -> None:
+    run = live.start_workflow_run("ingest", heartbeat_timeout=90)
+    live.heartbeat_workflow_run(run.run_id)
+    code, out, _ = cli("runs", "show", run.run_id)
+    shown = " ".join(out.split())
+    assert code == 0 and "heartbeat timeout: 1m30s" in shown, out
+    assert "last heartbeat:" in shown and "lease expires:" in shown
+    code, out, _ = cli("runs", "show", live.start_workflow_run("ingest").run_id)
+    assert "lease expires" not in out and "heartbeat timeout" not in out
+
+
 def test_events_list_and_tail(cli: Any, live: Client, agent: str) -> None:
     live.save_state(agent, {"n": 1})
     code, out, _ = cli("events", "list", "--agent", agent)

@@ -621,7 +621,7 @@ def test_a_late_result_never_revives_an_expired_task(settings: Settings) -> None
         running.close()
 
 
-def test_replicas_sweeping_together_mark_each_task_once(settings: Settings) -> None:
+def test_replicas_sweeping_together_mark_each_task_and_run_once(settings: Settings) -> None:
     if not settings.database_url.startswith("postgresql"):
         pytest.skip("SQLite serves one server process; replicas need PostgreSQL")
     first = ServerThread(settings).start()
@@ -634,19 +634,175 @@ def test_replicas_sweeping_together_mark_each_task_once(settings: Settings) -> N
             api.task(run.run_id, agent, f"t{i}", heartbeat_timeout=seconds(0.2)) for i in range(20)
         ]
         ids = {t.task_run_id for t in tasks}
+        leased = {api.run(heartbeat_timeout=seconds(0.2)).run_id for _ in range(20)}
         wait_for(
             lambda: all(api.get_task(i).status == TASK.TASK_STATUS_TIMED_OUT for i in ids),
             what="every task TIMED_OUT",
+        )
+        wait_for(
+            lambda: all(api.get_run(r).status == RUN.RUN_STATUS_INTERRUPTED for r in leased),
+            what="every leased run INTERRUPTED",
         )
         time.sleep(0.3)
         timed_out = [
             e.task_run_id for e in api.events(run_id=run.run_id) if e.type == "task.timed_out"
         ]
         assert sorted(timed_out) == sorted(ids)
+        interrupted = [e.run_id for e in api.events(types=["run.interrupted"])]
+        assert sorted(interrupted) == sorted(leased)
     finally:
         api.close()
         second.close()
         first.close()
+
+
+# -- workflow-run leases ----------------------------------------------------------
+def test_a_run_without_heartbeat_timeout_has_no_lease_and_may_still_beat(api: Api) -> None:
+    run = api.run()
+    assert not run.HasField("heartbeat_timeout") and not run.HasField("lease_expire_time")
+    reply = api.ex.HeartbeatWorkflowRun(ex.HeartbeatWorkflowRunRequest(run_id=run.run_id))
+    assert not reply.HasField("lease_expire_time")
+    beaten = api.get_run(run.run_id)
+    assert beaten.HasField("last_heartbeat_time") and not beaten.HasField("lease_expire_time")
+    assert [e.type for e in api.events(run_id=run.run_id)] == ["run.started"]  # no event
+
+
+def test_heartbeats_keep_a_leased_run_alive_and_ending_it_clears_the_lease(api: Api) -> None:
+    run = api.run(heartbeat_timeout=seconds(0.5))
+    assert run.heartbeat_timeout.ToMilliseconds() == 500
+    assert micros(run.lease_expire_time) == micros(run.start_time) + 500_000
+    request = ex.HeartbeatWorkflowRunRequest(run_id=run.run_id)
+    deadline = time.monotonic() + 1.5  # three heartbeat timeouts
+    while time.monotonic() < deadline:
+        lease = api.ex.HeartbeatWorkflowRun(request).lease_expire_time
+        time.sleep(0.1)
+    alive = api.get_run(run.run_id)
+    assert alive.status == RUN.RUN_STATUS_RUNNING
+    assert micros(alive.lease_expire_time) == micros(lease) > micros(run.lease_expire_time)
+    assert micros(alive.lease_expire_time) == micros(alive.last_heartbeat_time) + 500_000
+    done = api.ex.CompleteWorkflowRun(ex.CompleteWorkflowRunRequest(run_id=run.run_id)).run
+    assert done.status == RUN.RUN_STATUS_COMPLETED and not done.HasField("lease_expire_time")
+    time.sleep(0.7)  # past the old lease, with sweeps: nothing happens to an ended run
+    assert api.get_run(run.run_id).status == RUN.RUN_STATUS_COMPLETED
+    error = failure(lambda: api.ex.HeartbeatWorkflowRun(request))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(error).reason == "INVALID_RUN_STATUS"
+    assert error_info(error).metadata["current_status"] == "COMPLETED"
+
+
+def test_sweeper_interrupts_a_run_whose_driver_stops_heartbeating(api: Api) -> None:
+    agent = api.agent()
+    run = api.run(agent, heartbeat_timeout=seconds(0.3))
+    task = api.task(run.run_id, agent, heartbeat_timeout=seconds(30))
+    alive = api.run(agent, heartbeat_timeout=seconds(60))
+    swept = wait_for(
+        lambda: (r := api.get_run(run.run_id)).status == RUN.RUN_STATUS_INTERRUPTED and r,
+        what="INTERRUPTED",
+    )
+    assert swept.error.kind == common_pb2.ERROR_KIND_TIMEOUT and swept.error.retryable
+    assert "heartbeat timeout of 0.3 s" in swept.error.message
+    assert swept.HasField("end_time") and not swept.HasField("lease_expire_time")
+    assert api.get_run(alive.run_id).status == RUN.RUN_STATUS_RUNNING
+    # The run is over: its worker is told to stop on its next heartbeat.
+    beat = api.ex.Heartbeat(ex.HeartbeatRequest(task_run_id=task.task_run_id))
+    assert beat.cancel_requested
+    time.sleep(0.3)  # a few more sweeps: still one event
+    events = api.events(run_id=run.run_id)
+    assert [e.type for e in events] == ["run.started", "task.started", "run.interrupted"]
+    data = json.loads(events[-1].data_json)
+    assert data["reason"] == "heartbeat_timeout" and data["cancel_requested_task_runs"] == 1
+    error = failure(
+        lambda: api.ex.HeartbeatWorkflowRun(ex.HeartbeatWorkflowRunRequest(run_id=run.run_id))
+    )
+    assert error_info(error).metadata["current_status"] == "INTERRUPTED"
+    # The next attempt inherits the heartbeat timeout and gets a lease of its own.
+    recovery = recovery_pb2_grpc.RecoveryServiceStub(api.channel)
+    retry = recovery.RetryWorkflowRun(recovery_pb2.RetryWorkflowRunRequest(run_id=run.run_id)).run
+    assert retry.status == RUN.RUN_STATUS_RUNNING and retry.attempt == 2
+    assert retry.heartbeat_timeout.ToMilliseconds() == 300
+    assert micros(retry.lease_expire_time) == micros(retry.start_time) + 300_000
+
+
+def test_a_late_call_never_revives_an_expired_run(settings: Settings) -> None:
+    # No sweeper in sight (a long interval): the late call itself interrupts the run.
+    running = ServerThread(replace(settings, sweep_interval=600)).start()
+    api = Api(running.target)
+    try:
+        agent = api.agent()
+        late = {
+            "complete": lambda r: api.ex.CompleteWorkflowRun(
+                ex.CompleteWorkflowRunRequest(run_id=r, request_id=f"late-{r}")
+            ),
+            "cancel": lambda r: api.ex.CancelWorkflowRun(ex.CancelWorkflowRunRequest(run_id=r)),
+            "heartbeat": lambda r: api.ex.HeartbeatWorkflowRun(
+                ex.HeartbeatWorkflowRunRequest(run_id=r)
+            ),
+            "start a task": lambda r: api.task(r, agent),
+        }
+        runs = {what: api.run(agent, heartbeat_timeout=seconds(0.2)) for what in late}
+        retried = api.run(agent, heartbeat_timeout=seconds(0.2))
+        time.sleep(0.4)
+        assert api.get_run(retried.run_id).status == RUN.RUN_STATUS_RUNNING  # not swept yet
+        for what, call in late.items():
+            run_id = runs[what].run_id
+            error = failure(lambda: call(run_id))  # noqa: B023
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, what
+            assert error_info(error).metadata["current_status"] == "INTERRUPTED", what
+            assert "heartbeat timeout of 0.2 s" in (error.details() or ""), what
+            assert api.get_run(run_id).status == RUN.RUN_STATUS_INTERRUPTED, what
+            types = [e.type for e in api.events(run_id=run_id)]
+            assert types == ["run.started", "run.interrupted"], what
+        # Retrying an abandoned run needs no sweep first: it is interrupted, then retried.
+        recovery = recovery_pb2_grpc.RecoveryServiceStub(api.channel)
+        request = recovery_pb2.RetryWorkflowRunRequest(run_id=retried.run_id)
+        attempt = recovery.RetryWorkflowRun(request).run
+        assert attempt.attempt == 2 and attempt.retry_of_run_id == retried.run_id
+        assert api.get_run(retried.run_id).status == RUN.RUN_STATUS_INTERRUPTED
+        types = [e.type for e in api.events(run_id=retried.run_id)]
+        assert types == ["run.started", "run.interrupted"]
+        assert api.events(run_id=attempt.run_id)[0].type == "run.retried"
+    finally:
+        api.close()
+        running.close()
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, 367 * 86400.0])
+def test_a_bad_run_heartbeat_timeout_is_refused_and_nothing_starts(api: Api, value: float) -> None:
+    error = failure(lambda: api.run(heartbeat_timeout=seconds(value)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "heartbeat_timeout" in violations(error)
+    listed = api.ex.ListWorkflowRuns(ex.ListWorkflowRunsRequest()).runs
+    assert list(listed) == []
+
+
+def test_heartbeat_of_a_missing_or_malformed_run_says_so(api: Api) -> None:
+    request = ex.HeartbeatWorkflowRunRequest(run_id="run-ghost")
+    error = failure(lambda: api.ex.HeartbeatWorkflowRun(request))
+    assert error.code() == grpc.StatusCode.NOT_FOUND and "run-ghost" in (error.details() or "")
+    error = failure(lambda: api.ex.HeartbeatWorkflowRun(ex.HeartbeatWorkflowRunRequest()))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "run_id" in violations(error)
+
+
+def test_restart_after_a_run_lease_expired_marks_the_run_interrupted(
+    server: ServerThread,
+) -> None:
+    api = Api(server.target)
+    try:
+        lost = api.run(heartbeat_timeout=seconds(1.0))
+        kept = api.run(heartbeat_timeout=seconds(120))
+        unleased = api.run()
+        server.stop()
+        grace = 2 * server.settings.sweep_interval + 1.0
+        time.sleep(max(0.0, micros(lost.lease_expire_time) / 1e6 + grace + 0.3 - time.time()))
+        server.start()
+        run = api.get_run(lost.run_id)  # marked before the server answered anything
+        assert run.status == RUN.RUN_STATUS_INTERRUPTED
+        assert "while no Stateward server was running" in run.error.message
+        assert "heartbeat timeout of 1 s" in run.error.message
+        assert api.get_run(kept.run_id).status == RUN.RUN_STATUS_RUNNING
+        assert api.get_run(unleased.run_id).status == RUN.RUN_STATUS_RUNNING
+    finally:
+        api.close()
 
 
 def test_restart_after_the_lease_expired_marks_task_and_run_interrupted(

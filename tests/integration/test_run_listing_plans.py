@@ -33,8 +33,8 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     made.dispose()
 
 
-def plan_of_listing(engine: Engine, before: tuple[int, str] | None, **filters: Any) -> str:
-    """SQLite's query plan for the statement ``list_runs`` runs with ``filters``."""
+def listing_statement(engine: Engine, before: tuple[int, str] | None, **filters: Any) -> Any:
+    """The statement and parameters ``list_runs`` runs with ``filters``."""
     seen: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
@@ -56,11 +56,19 @@ def plan_of_listing(engine: Engine, before: tuple[int, str] | None, **filters: A
             run_rows.list_runs(conn, "default", before=before, limit=50, **arguments)
     finally:
         event.remove(engine, "before_cursor_execute", capture)
-    (statement, parameters) = seen[-1]
+    return seen[-1]
+
+
+def explain(engine: Engine, statement: str, parameters: Any) -> str:
     with engine.connect() as conn:
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         rows = cursor.execute(f"EXPLAIN QUERY PLAN {statement}", parameters).fetchall()
     return "\n".join(str(row[-1]) for row in rows)
+
+
+def plan_of_listing(engine: Engine, before: tuple[int, str] | None, **filters: Any) -> str:
+    """SQLite's query plan for the statement ``list_runs`` runs with ``filters``."""
+    return explain(engine, *listing_statement(engine, before, **filters))
 
 
 @pytest.mark.parametrize("column", sorted(FILTERS))
@@ -77,14 +85,19 @@ def test_each_filter_seeks_its_rows_in_the_listings_order(
 def test_before_the_revision_a_filter_walked_the_whole_namespace(engine: Engine) -> None:
     from alembic import command
 
+    statement, parameters = listing_statement(engine, None, workflow_name="nightly")
     config = migrate._config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, "0005")
-    plan = plan_of_listing(engine, None, workflow_name="nightly")
+    # The same statement on the schema before 0006, which lacks later revisions' columns:
+    # all the row's columns are read either way, so the plan is the one it had.
+    head, rest = statement.split("\nFROM workflow_runs", 1)
+    assert head.startswith("SELECT workflow_runs.namespace, ")
+    plan = explain(engine, f"SELECT workflow_runs.* FROM workflow_runs{rest}", parameters)
     # Every run of the namespace, newest first, each tested against the filter.
     assert "ix_workflow_runs_namespace_created_at_run_id (namespace=?)" in plan, plan
     migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == migrate.head_revision() == "0006"
+    assert migrate.current_revision(engine) == migrate.head_revision()
     plan = plan_of_listing(engine, None, workflow_name="nightly")
     assert "namespace=? AND workflow_name=?" in plan, plan

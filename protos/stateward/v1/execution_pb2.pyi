@@ -47,7 +47,7 @@ TASK_STATUS_CANCELLED: TaskStatus
 TASK_STATUS_INTERRUPTED: TaskStatus
 
 class WorkflowRun(_message.Message):
-    __slots__ = ("run_id", "workflow_name", "agent_id", "status", "input_json", "result_json", "error", "labels", "attempt", "retry_of_run_id", "root_run_id", "cancel_requested", "create_time", "start_time", "end_time", "update_time")
+    __slots__ = ("run_id", "workflow_name", "agent_id", "status", "input_json", "result_json", "error", "labels", "attempt", "retry_of_run_id", "root_run_id", "cancel_requested", "create_time", "start_time", "end_time", "update_time", "heartbeat_timeout", "last_heartbeat_time", "lease_expire_time")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,9 @@ class WorkflowRun(_message.Message):
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_TIME_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     workflow_name: str
     agent_id: str
@@ -87,7 +90,10 @@ class WorkflowRun(_message.Message):
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, run_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., input_json: _Optional[bytes] = ..., result_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempt: _Optional[int] = ..., retry_of_run_id: _Optional[str] = ..., root_run_id: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    heartbeat_timeout: _duration_pb2.Duration
+    last_heartbeat_time: _timestamp_pb2.Timestamp
+    lease_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, run_id: _Optional[str] = ..., workflow_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., status: _Optional[_Union[RunStatus, str]] = ..., input_json: _Optional[bytes] = ..., result_json: _Optional[bytes] = ..., error: _Optional[_Union[_common_pb2.ErrorDetail, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., attempt: _Optional[int] = ..., retry_of_run_id: _Optional[str] = ..., root_run_id: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TaskRun(_message.Message):
     __slots__ = ("task_run_id", "run_id", "task_id", "agent_id", "attempt", "status", "input_json", "result_json", "error", "timeout", "heartbeat_timeout", "progress_json", "compensation_json", "carried_from_task_run_id", "cancel_requested", "start_time", "end_time", "last_heartbeat_time", "lease_expire_time")
@@ -164,7 +170,7 @@ class EventFilter(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., run_id: _Optional[str] = ..., task_run_id: _Optional[str] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartWorkflowRunRequest(_message.Message):
-    __slots__ = ("workflow_name", "agent_id", "input_json", "labels", "request_id")
+    __slots__ = ("workflow_name", "agent_id", "input_json", "labels", "request_id", "heartbeat_timeout")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -177,12 +183,14 @@ class StartWorkflowRunRequest(_message.Message):
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     workflow_name: str
     agent_id: str
     input_json: bytes
     labels: _containers.ScalarMap[str, str]
     request_id: str
-    def __init__(self, workflow_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., input_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    heartbeat_timeout: _duration_pb2.Duration
+    def __init__(self, workflow_name: _Optional[str] = ..., agent_id: _Optional[str] = ..., input_json: _Optional[bytes] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., heartbeat_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class StartWorkflowRunResponse(_message.Message):
     __slots__ = ("run",)
@@ -286,6 +294,18 @@ class CancelWorkflowRunResponse(_message.Message):
     RUN_FIELD_NUMBER: _ClassVar[int]
     run: WorkflowRun
     def __init__(self, run: _Optional[_Union[WorkflowRun, _Mapping]] = ...) -> None: ...
+
+class HeartbeatWorkflowRunRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class HeartbeatWorkflowRunResponse(_message.Message):
+    __slots__ = ("lease_expire_time",)
+    LEASE_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    lease_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, lease_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StartTaskRunRequest(_message.Message):
     __slots__ = ("run_id", "task_id", "agent_id", "timeout", "heartbeat_timeout", "input_json", "request_id")

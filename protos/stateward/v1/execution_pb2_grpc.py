@@ -74,6 +74,11 @@ class ExecutionServiceStub:
                 request_serializer=stateward_dot_v1_dot_execution__pb2.CancelWorkflowRunRequest.SerializeToString,
                 response_deserializer=stateward_dot_v1_dot_execution__pb2.CancelWorkflowRunResponse.FromString,
                 _registered_method=True)
+        self.HeartbeatWorkflowRun = channel.unary_unary(
+                '/stateward.v1.ExecutionService/HeartbeatWorkflowRun',
+                request_serializer=stateward_dot_v1_dot_execution__pb2.HeartbeatWorkflowRunRequest.SerializeToString,
+                response_deserializer=stateward_dot_v1_dot_execution__pb2.HeartbeatWorkflowRunResponse.FromString,
+                _registered_method=True)
         self.StartTaskRun = channel.unary_unary(
                 '/stateward.v1.ExecutionService/StartTaskRun',
                 request_serializer=stateward_dot_v1_dot_execution__pb2.StartTaskRunRequest.SerializeToString,
@@ -177,6 +182,14 @@ class ExecutionServiceServicer:
     def CancelWorkflowRun(self, request, context):
         """PENDING or RUNNING -> CANCELLED; running task runs see
         `cancel_requested` on their next heartbeat.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HeartbeatWorkflowRun(self, request, context):
+        """Extends a running workflow run's lease: the sign of life of the process
+        driving a run started with a `heartbeat_timeout`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -286,6 +299,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.CancelWorkflowRun,
                     request_deserializer=stateward_dot_v1_dot_execution__pb2.CancelWorkflowRunRequest.FromString,
                     response_serializer=stateward_dot_v1_dot_execution__pb2.CancelWorkflowRunResponse.SerializeToString,
+            ),
+            'HeartbeatWorkflowRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeartbeatWorkflowRun,
+                    request_deserializer=stateward_dot_v1_dot_execution__pb2.HeartbeatWorkflowRunRequest.FromString,
+                    response_serializer=stateward_dot_v1_dot_execution__pb2.HeartbeatWorkflowRunResponse.SerializeToString,
             ),
             'StartTaskRun': grpc.unary_unary_rpc_method_handler(
                     servicer.StartTaskRun,
@@ -510,6 +528,33 @@ class ExecutionService:
             '/stateward.v1.ExecutionService/CancelWorkflowRun',
             stateward_dot_v1_dot_execution__pb2.CancelWorkflowRunRequest.SerializeToString,
             stateward_dot_v1_dot_execution__pb2.CancelWorkflowRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeartbeatWorkflowRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateward.v1.ExecutionService/HeartbeatWorkflowRun',
+            stateward_dot_v1_dot_execution__pb2.HeartbeatWorkflowRunRequest.SerializeToString,
+            stateward_dot_v1_dot_execution__pb2.HeartbeatWorkflowRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
