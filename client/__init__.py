@@ -24,6 +24,7 @@ the server.
 
 from ._operation import UNSET
 from ._options import Backoff, ClientOptions, RetryPolicy, TLSConfig
+from ._run_tracking import AsyncRunTracker, RunTracker, RunTrackOptions
 from ._tracking import ERROR_KINDS, AsyncTaskTracker, CancelRequested, TaskTracker, TrackOptions
 from .aio import AsyncClient
 from .errors import (
@@ -87,6 +88,7 @@ __all__ = [
     "AppendedEvents",
     "ArchivedRuns",
     "AsyncClient",
+    "AsyncRunTracker",
     "AsyncTaskTracker",
     "Backoff",
     "BatchStates",
@@ -122,6 +124,8 @@ __all__ = [
     "RetriedRun",
     "RetryPolicy",
     "RunStatus",
+    "RunTrackOptions",
+    "RunTracker",
     "ServerError",
     "StateVersion",
     "StatewardError",

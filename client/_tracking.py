@@ -120,13 +120,41 @@ def describe_failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     return message, details
 
 
-def _seconds(value: timedelta | float | None) -> float | None:
+def as_seconds(value: timedelta | float | None) -> float | None:
     if value is None:
         return None
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-class _Tracker:
+class Flows:
+    """What a tracker's two ways in (``InThread``, ``InTask``) drive: flows
+    (``_operation.py``) to enter, to work in the background until ``_closing``, and to
+    report the outcome at exit."""
+
+    _closing: bool
+
+    def _enter(self) -> Flow[Any]:
+        raise NotImplementedError
+
+    def _background(self) -> Flow[None]:
+        raise NotImplementedError
+
+    def _exit(self, exc: BaseException | None) -> Flow[None]:
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        """Cut the background loop's current sleep short."""
+        raise NotImplementedError
+
+    def _reported(self, exc: BaseException | None, problem: StatewardError) -> None:
+        """Reporting the outcome failed: raise that, unless the block's own error is
+        on its way out (it wins, carrying the problem as a note)."""
+        if exc is None:
+            raise problem
+        exc.add_note(f"stateward could not record this failure of {self!r}: {problem!r}")
+
+
+class _Tracker(Flows):
     """A tracked task run; see ``TaskTracker`` and ``AsyncTaskTracker`` for the two ways in."""
 
     def __init__(
@@ -150,9 +178,9 @@ class _Tracker:
         self._kinds = {**ERROR_KINDS, **options.get("error_kinds", {})}
         self._request_id = options.get("request_id")
         self._metadata = options.get("metadata", ())
-        interval = _seconds(options.get("heartbeat_interval"))
+        interval = as_seconds(options.get("heartbeat_interval"))
         if interval is None:
-            beat = _seconds(self._heartbeat_timeout)
+            beat = as_seconds(self._heartbeat_timeout)
             interval = beat / 3 if beat else DEFAULT_HEARTBEAT_INTERVAL
         if interval <= 0:
             raise UsageError(f"heartbeat_interval must be positive (got {interval:g})")
@@ -248,12 +276,6 @@ class _Tracker:
             full = len(self._events) >= self._flush_every
         if first or full:
             self._wake()
-
-    # -- what the two trackers implement ------------------------------------------------
-
-    def _wake(self) -> None:
-        """Cut the background loop's current sleep short."""
-        raise NotImplementedError
 
     # -- flows --------------------------------------------------------------------------
 
@@ -383,26 +405,14 @@ class _Tracker:
             metadata=self._metadata,
         )
 
-    def _reported(self, exc: BaseException | None, problem: StatewardError) -> None:
-        """Reporting the outcome failed: raise that, unless the block's own error is
-        on its way out (it wins, carrying the problem as a note)."""
-        if exc is None:
-            raise problem
-        exc.add_note(f"stateward could not record this failure of {self!r}: {problem!r}")
 
-
-class TaskTracker(_Tracker):
-    """``with client.track_task(...) as task:`` on a blocking ``Client``.
-
-    Heartbeats and event batches go out from a background thread.
-    """
+class InThread(Flows):
+    """The blocking way in: flows run on a ``Client``, the background loop in a thread."""
 
     _client: Client
 
-    def __init__(
-        self, client: Client, run_id: str, task_id: str, agent_id: str, options: TrackOptions
-    ) -> None:
-        super().__init__(client, run_id, task_id, agent_id, options)
+    def _plumb(self, thread_name: str) -> None:
+        self._thread_name = thread_name
         self._wakeup = threading.Event()
         self._thread: threading.Thread | None = None
         self.background_error: BaseException | None = None
@@ -411,7 +421,7 @@ class TaskTracker(_Tracker):
     def __enter__(self) -> Self:
         self._client._run(self._enter())
         self._thread = threading.Thread(
-            target=self._run_background, name=f"stateward-task-{self.task_id}", daemon=True
+            target=self._run_background, name=self._thread_name, daemon=True
         )
         self._thread.start()
         return self
@@ -445,24 +455,13 @@ class TaskTracker(_Tracker):
         self._wakeup.set()
 
 
-class AsyncTaskTracker(_Tracker):
-    """``async with client.track_task(...) as task:`` on an ``AsyncClient``.
-
-    Heartbeats and event batches go out from a background asyncio task; use the
-    tracker from the event loop that entered it.
-    """
+class InTask(Flows):
+    """The asyncio way in: flows run on an ``AsyncClient``, the background loop in an
+    asyncio task; use the tracker from the event loop that entered it."""
 
     _client: AsyncClient
 
-    def __init__(
-        self,
-        client: AsyncClient,
-        run_id: str,
-        task_id: str,
-        agent_id: str,
-        options: TrackOptions,
-    ) -> None:
-        super().__init__(client, run_id, task_id, agent_id, options)
+    def _plumb(self) -> None:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.background_error: BaseException | None = None
@@ -503,3 +502,39 @@ class AsyncTaskTracker(_Tracker):
 
     def _wake(self) -> None:
         self._wakeup.set()
+
+
+class TaskTracker(InThread, _Tracker):
+    """``with client.track_task(...) as task:`` on a blocking ``Client``.
+
+    Heartbeats and event batches go out from a background thread.
+    """
+
+    _client: Client
+
+    def __init__(
+        self, client: Client, run_id: str, task_id: str, agent_id: str, options: TrackOptions
+    ) -> None:
+        _Tracker.__init__(self, client, run_id, task_id, agent_id, options)
+        self._plumb(f"stateward-task-{task_id}")
+
+
+class AsyncTaskTracker(InTask, _Tracker):
+    """``async with client.track_task(...) as task:`` on an ``AsyncClient``.
+
+    Heartbeats and event batches go out from a background asyncio task; use the
+    tracker from the event loop that entered it.
+    """
+
+    _client: AsyncClient
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        run_id: str,
+        task_id: str,
+        agent_id: str,
+        options: TrackOptions,
+    ) -> None:
+        _Tracker.__init__(self, client, run_id, task_id, agent_id, options)
+        self._plumb()

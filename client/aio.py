@@ -24,6 +24,7 @@ import grpc.aio
 from ._base import BaseClient
 from ._operation import Flow, FlowMethod, Pages, Prepared, Rpc, ServerStream, Sleep, Unary
 from ._options import Backoff, ClientOptions, MetadataLike
+from ._run_tracking import AsyncRunTracker, RunTrackOptions
 from ._subscribe import SUBSCRIBE, Keepalive, Resumer
 from ._tracking import AsyncTaskTracker, TrackOptions
 from ._transfer import (
@@ -229,6 +230,11 @@ class AsyncClient(BaseClient):
         """``async with client.track_task(...) as task:``: see ``Client.track_task``;
         the background work runs in an asyncio task."""
         return AsyncTaskTracker(self, run_id, task_id, agent_id, options)
+
+    def track_run(self, workflow_name: str, **options: Unpack[RunTrackOptions]) -> AsyncRunTracker:
+        """``async with client.track_run(...) as run:``: see ``Client.track_run``; the
+        heartbeats go out from an asyncio task."""
+        return AsyncRunTracker(self, workflow_name, options)
 
     async def upload_checkpoint(
         self,

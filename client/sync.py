@@ -14,6 +14,7 @@ import grpc
 from ._base import BaseClient
 from ._operation import Flow, FlowMethod, Pages, Prepared, Rpc, ServerStream, Sleep, Unary
 from ._options import Backoff, ClientOptions, MetadataLike
+from ._run_tracking import RunTracker, RunTrackOptions
 from ._subscribe import SUBSCRIBE, Keepalive, Resumer
 from ._tracking import TaskTracker, TrackOptions
 from ._transfer import (
@@ -228,6 +229,18 @@ class Client(BaseClient):
         turns true once the run is cancelled. Options: see ``TrackOptions``.
         """
         return TaskTracker(self, run_id, task_id, agent_id, options)
+
+    def track_run(self, workflow_name: str, **options: Unpack[RunTrackOptions]) -> RunTracker:
+        """Run a block as a workflow run: ``with client.track_run("ingest") as run:``.
+
+        Entering starts the run with a heartbeat timeout (default 60 s) and heartbeats
+        it from a background thread, so the server marks it INTERRUPTED if this process
+        dies; leaving completes it with ``run.result``, or, when an exception escapes,
+        fails it (kind from ``ERROR_KINDS``) and re-raises. ``run.cancel_requested``
+        turns true once the run is cancelled or interrupted. Options: see
+        ``RunTrackOptions``.
+        """
+        return RunTracker(self, workflow_name, options)
 
     def upload_checkpoint(
         self,

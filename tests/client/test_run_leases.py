@@ -1,13 +1,22 @@
-"""Workflow-run leases through the client library, sync and async, against the real server."""
+"""Workflow-run leases and ``track_run`` through the client library, sync and async,
+against the real server."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 
 import pytest
 
-from stateward.client import Client, FailedPrecondition, RunStatus
+from stateward.client import (
+    CancelRequested,
+    Client,
+    ErrorKind,
+    FailedPrecondition,
+    RunStatus,
+    UsageError,
+)
 from tests.client.conftest import async_twin, wait_until
 
 
@@ -49,3 +58,59 @@ def test_the_async_client_starts_and_beats_leased_runs(live: Client) -> None:
             assert lease >= run.lease_expire_time
 
     asyncio.run(go())
+
+
+# -- track_run ---------------------------------------------------------------------------
+def test_track_run_completes_with_the_result_and_keeps_the_lease_alive(live: Client) -> None:
+    with live.track_run("ingest", heartbeat_timeout=0.6, input={"n": 1}) as run:
+        started = run.run
+        assert started is not None and started.heartbeat_timeout == timedelta(seconds=0.6)
+        for _ in range(6):  # 1.8 s: three heartbeat timeouts
+            time.sleep(0.3)
+            assert live.get_workflow_run(run.run_id).status == RunStatus.RUNNING
+        run.result = {"pages": 3}
+    done = live.get_workflow_run(run.run_id)
+    assert done.status == RunStatus.COMPLETED and done.result == {"pages": 3}
+    assert done.input == {"n": 1} and done.last_heartbeat_time is not None
+    assert run.heartbeat_error is None and not run.cancel_requested
+
+
+def test_track_run_fails_the_run_with_the_escaping_exception(live: Client) -> None:
+    with pytest.raises(TimeoutError):
+        with live.track_run("ingest") as run:
+            raise TimeoutError("the model did not answer")
+    failed = live.get_workflow_run(run.run_id)
+    assert failed.status == RunStatus.FAILED and failed.error is not None
+    assert failed.error.kind == ErrorKind.TIMEOUT and failed.error.retryable
+    assert failed.error.message == "TimeoutError: the model did not answer"
+
+
+def test_a_cancelled_tracked_run_tells_the_block_to_stop(live: Client) -> None:
+    with pytest.raises(CancelRequested):
+        with live.track_run("ingest", heartbeat_timeout=0.3) as run:
+            live.cancel_workflow_run(run.run_id, "operator stop")
+            wait_until(lambda: run.cancel_requested, what="cancel_requested")
+            assert isinstance(run.heartbeat_error, FailedPrecondition)
+            run.raise_if_cancelled()
+    assert live.get_workflow_run(run.run_id).status == RunStatus.CANCELLED
+
+
+def test_track_run_refuses_bad_options_before_calling(live: Client) -> None:
+    with pytest.raises(UsageError, match="heartbeat_timeout"):
+        live.track_run("ingest", heartbeat_timeout=0)
+    with pytest.raises(UsageError, match="heartbeat_interval"):
+        live.track_run("ingest", heartbeat_timeout=1, heartbeat_interval=2)
+    assert list(live.iter_workflow_runs()) == []
+
+
+def test_the_async_track_run_heartbeats_from_a_task(live: Client) -> None:
+    async def go() -> str:
+        async with async_twin(live) as client:
+            async with client.track_run("ingest", heartbeat_timeout=0.6) as run:
+                await asyncio.sleep(1.5)
+                run.complete({"ok": True})
+            return run.run_id
+
+    run_id = asyncio.run(go())
+    done = live.get_workflow_run(run_id)
+    assert done.status == RunStatus.COMPLETED and done.result == {"ok": True}
