@@ -10,9 +10,8 @@ detail, so a client's error report and the server's log lines meet on one id.
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
+import os
 from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
@@ -21,14 +20,11 @@ from stateward.server.domain.validation import REQUEST_ID_PATTERN
 
 REQUEST_ID_KEY = "x-request-id"
 
-# Generated ids: a random per-process prefix and a counter. Unique across replicas
-# with overwhelming probability, and far cheaper per call than uuid4.
-_PREFIX = secrets.token_hex(10)
-_COUNTER = itertools.count(1)
-
 
 def generate() -> str:
-    return f"{_PREFIX}{next(_COUNTER) & 0xFFFFFFFFFFFF:012x}"
+    """128 random bits in hex. Not a counter: every error answer carries its call's id,
+    and consecutive ids would let one tenant count the calls of all the others."""
+    return os.urandom(16).hex()
 
 
 def from_metadata(metadata: Iterable[tuple[str, Any]] | None) -> str:

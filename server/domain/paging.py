@@ -2,7 +2,8 @@
 
 A token is URL-safe base64 of a small JSON array ``[filter_digest, cursor...]``. It
 carries no authority: the namespace always comes from the call, so a forged token
-can at most move the cursor within what the caller may already read.
+can at most move the cursor within what the caller may already read. The digest
+covers the namespace too, so a token is refused in any namespace but its own.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from stateward.server.domain.errors import InvalidArgument
+from stateward.server.domain.validation import ID_PATTERN
 
 T = TypeVar("T")
 
@@ -82,7 +84,10 @@ def page_of(
     return list(items), ""
 
 
-def filter_digest(*parts: Any) -> str:
+def filter_digest(namespace: str, listing: str, *filters: Any) -> str:
+    """What a token is bound to: the namespace, the listing and its filters. A token
+    used elsewhere would move a cursor that means nothing there, skipping records."""
+    parts = (namespace, listing, *filters)
     blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -104,7 +109,7 @@ def decode(token: str, digest: str, shape: tuple[type, ...]) -> list[Any] | None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         value = json.loads(raw)
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):  # deep nesting: RecursionError
         raise bad from None
     if not isinstance(value, list) or len(value) != len(shape) + 1 or value[0] != digest:
         raise bad
@@ -113,5 +118,8 @@ def decode(token: str, digest: str, shape: tuple[type, ...]) -> list[Any] | None
         if type(item) is not kind:
             raise bad
         if isinstance(item, int) and not -INT64 <= item < INT64:  # the databases' BIGINT
+            raise bad
+        # String cursors are ids: anything else (a lone surrogate, a NUL) would reach SQL.
+        if isinstance(item, str) and not ID_PATTERN.fullmatch(item):
             raise bad
     return cursor

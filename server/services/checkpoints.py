@@ -32,7 +32,7 @@ import logging
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Connection
 
@@ -173,7 +173,12 @@ class CheckpointService:
             v.add("metadata.sha256", "must be 64 hexadecimal digits (a sha256 of the payload)")
         v.raise_if_any()
         expected = sha256.lower()
-        previous = await self._replayed(namespace, replay)
+        # With the payload's sha256 announced, the metadata names the whole request, and a
+        # retry is answered before any byte is read. Without it, the payload is known only
+        # once received: its hash then joins the fingerprint, so a retry with other bytes
+        # is refused like any request_id reused for another request.
+        late = replay is not None and bool(replay.request_id) and not expected
+        previous = None if late else await self._replayed(namespace, replay)
         if previous is not None:
             return previous
         await self._require_agent(namespace, agent_id)
@@ -181,9 +186,18 @@ class CheckpointService:
         key = blob_key(namespace, agent_id, checkpoint_id)
         with self.blobs.protect(key):
             info = await self._receive(key, expected, chunks, settle)
-            return await self._commit_manifest(
-                namespace, agent_id, checkpoint_id, info, labels, replay
-            )
+            if late and replay is not None:
+                replay = replace(replay, fingerprint=_with_payload(replay.fingerprint, info))
+            try:
+                result = await self._commit_manifest(
+                    namespace, agent_id, checkpoint_id, info, labels, replay
+                )
+            except InvalidArgument:
+                await self._discard(key)
+                raise
+            if isinstance(result, Stored):  # a retry: the first upload's blob is the one kept
+                await self._discard(key)
+            return result
 
     async def _receive(
         self, key: str, expected: str, chunks: AsyncIterator[bytes | memoryview], settle: float
@@ -612,7 +626,7 @@ class _Listing:
         digest = ""  # only a token needs it
         before = None
         if page_token:
-            digest = _filter_digest(agent_id, labels)
+            digest = _filter_digest(namespace, agent_id, labels)
             cursor = paging.decode(page_token, digest, (int, str))
             before = (cursor[0], cursor[1]) if cursor else None
         return cls(namespace, agent_id, labels, size, before, digest, with_payloads)
@@ -641,7 +655,8 @@ class _Listing:
         if len(found) <= keep:
             return found, ""
         found = found[:keep]
-        digest = self.digest or _filter_digest(self.agent_id, self.labels)  # only when needed
+        # Computed only when needed.
+        digest = self.digest or _filter_digest(self.namespace, self.agent_id, self.labels)
         return found, paging.encode(digest, [found[-1].created_at, found[-1].checkpoint_id])
 
 
@@ -666,8 +681,13 @@ def _answer_bytes(records: list[CheckpointRecord]) -> int:
     return sum(map(weights.manifest, records))
 
 
-def _filter_digest(agent_id: str, labels: dict[str, str]) -> str:
-    return paging.filter_digest("checkpoints", agent_id, sorted(labels.items()))
+def _with_payload(fingerprint: str, info: BlobInfo) -> str:
+    """An upload's fingerprint once its payload is known (no sha256 was announced)."""
+    return hashlib.sha256(f"{fingerprint}:{info.sha256}".encode()).hexdigest()
+
+
+def _filter_digest(namespace: str, agent_id: str, labels: dict[str, str]) -> str:
+    return paging.filter_digest(namespace, "checkpoints", agent_id, sorted(labels.items()))
 
 
 def _check_inline(record: CheckpointRecord, payload: bytes | None) -> bytes:

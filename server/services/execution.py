@@ -242,6 +242,7 @@ class ExecutionService:
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
         digest = paging.filter_digest(
+            namespace,
             "runs",
             workflow_name,
             status,
@@ -652,7 +653,7 @@ class ExecutionService:
         check.check_id(v, "agent_id", agent_id, required=False)
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("tasks", run_id, agent_id, status)
+        digest = paging.filter_digest(namespace, "tasks", run_id, agent_id, status)
         cursor = paging.decode(page_token, digest, (int,))
         rows = await self.db.read(
             lambda conn: run_rows.list_tasks(
@@ -675,7 +676,7 @@ class ExecutionService:
         check.check_id(v, "agent_id", agent_id)
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("history", agent_id)
+        digest = paging.filter_digest(namespace, "history", agent_id)
         cursor = paging.decode(page_token, digest, (int,))
 
         def read(conn: Connection) -> list[TaskRunRecord]:
@@ -807,6 +808,7 @@ class ExecutionService:
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
         digest = paging.filter_digest(
+            namespace,
             "events",
             flt.agent_id,
             flt.run_id,

@@ -175,7 +175,7 @@ class LifecycleService:
         check.check_labels(v, "labels", labels)
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("agents", status, type, sorted(labels.items()))
+        digest = paging.filter_digest(namespace, "agents", status, type, sorted(labels.items()))
         cursor = paging.decode(page_token, digest, (str,))
         after = cursor[0] if cursor else None
         rows = await self.db.read(
@@ -375,7 +375,7 @@ class LifecycleService:
         check.check_id(v, "agent_id", agent_id)
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("transitions", agent_id)
+        digest = paging.filter_digest(namespace, "transitions", agent_id)
         cursor = paging.decode(page_token, digest, (int,))
         after = cursor[0] if cursor else None
 

@@ -302,7 +302,7 @@ class RecoveryService:
         check.check_id(v, "run_id", run_id)
         size = check.check_page_size(v, page_size) if page_size else None
         v.raise_if_any()
-        digest = paging.filter_digest("compensations", run_id)
+        digest = paging.filter_digest(namespace, "compensations", run_id)
         cursor = paging.decode(page_token, digest, (int, int))
         after = (cursor[0], cursor[1]) if cursor else None
 

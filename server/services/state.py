@@ -512,7 +512,7 @@ class StateService:
         check.check_id(v, "agent_id", agent_id)
         size = check.check_page_size(v, page_size)
         v.raise_if_any()
-        digest = paging.filter_digest("state_versions", agent_id, include_documents)
+        digest = paging.filter_digest(namespace, "state_versions", agent_id, include_documents)
         cursor = paging.decode(page_token, digest, (int,))
         before = cursor[0] if cursor else None
 
@@ -599,7 +599,7 @@ class StateService:
             v.add("page_size", f"must be between 0 and {check.MAX_PAGE_SIZE} (got {page_size})")
         v.raise_if_any()
         size = page_size or DEFAULT_MIGRATE_PAGE
-        digest = paging.filter_digest("migrate_states", agent_type)
+        digest = paging.filter_digest(namespace, "migrate_states", agent_type)
         cursor = paging.decode(page_token, digest, (str,))
         after = cursor[0] if cursor else None
         target = self.registry.target(agent_type)

@@ -429,23 +429,33 @@ def test_create_and_upload_are_idempotent_by_request_id(client: Client) -> None:
     reused = lambda: client.create(agent, b"different", request_id="req-create")  # noqa: E731
     assert code_of(reused) == grpc.StatusCode.INVALID_ARGUMENT
 
-    consumed = []
-
     def chunks() -> Iterator[bytes]:
-        for index in range(4):
-            consumed.append(index)
+        for _ in range(4):
             yield b"c" * 1000
 
     up = client.upload(agent, list(chunks()), request_id="req-upload")
-    consumed.clear()
     retried = client.upload(agent, chunks(), request_id="req-upload")
     assert retried == up
+    # Without an announced sha256 the payload is part of the request only once received:
+    # a retry with other bytes is refused, not answered with the first checkpoint.
+    other = lambda: client.upload(agent, [b"d" * 4000], request_id="req-upload")  # noqa: E731
+    assert code_of(other) == grpc.StatusCode.INVALID_ARGUMENT
+    # With it announced, the metadata names the whole request (the server answers a retry
+    # before reading its chunks).
+    payload = b"c" * 4000
+    announced = client.upload(agent, [payload], sha256=sha(payload), request_id="req-sha")
+    again_sha = client.upload(agent, chunks(), sha256=sha(payload), request_id="req-sha")
+    assert again_sha == announced
     big = os.urandom(INLINE_MAX + 1)
     stored = client.create(agent, big, request_id="req-blob")
     assert client.create(agent, big, request_id="req-blob") == stored
     listed = client.recovery.ListCheckpoints(pb.ListCheckpointsRequest(agent_id=agent))
-    assert len(listed.checkpoints) == 3  # the retries stored nothing
-    assert len(client.keys()) == 2  # the upload's blob and the big one's; "payload" is inline
+    assert len(listed.checkpoints) == 4  # the retries stored nothing
+    assert len(client.keys()) == 3  # the uploads' blobs and the big one's; "payload" is inline
+    deadline = time.monotonic() + 30
+    while client.keys(temporary=True) != client.keys() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.keys(temporary=True) == client.keys()  # no temporary blob left behind
 
 
 # -- integrity -------------------------------------------------------------------------------------
