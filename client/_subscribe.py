@@ -5,10 +5,12 @@ ends) or the connection drops (UNAVAILABLE). ``Resumer`` remembers the last
 sequence delivered and builds the next SubscribeEvents request from it, so the
 caller sees one unbroken iterator: every event once, in sequence order.
 
-The one inexact case: a ``from_head`` subscription that breaks before its first
-event has no sequence to resume from. It resumes from the head reported by the
-last keepalive, if one came, else from the head again (events committed while it
-was disconnected are then not seen).
+A keepalive's head is the stream's watermark (every matching event up to it was
+sent before it), so the cursor moves to it too: a filtered subscription that
+resumes after a quiet spell does not re-read the events that did not match. The
+one inexact case: a ``from_head`` subscription that breaks before its first event
+or keepalive has no sequence to resume from, and starts from the head again
+(events committed while it was disconnected are then not seen).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ RECONNECT = Backoff(initial=0.05, maximum=2.0)
 
 @dataclass(frozen=True, slots=True)
 class Keepalive:
-    """An idle stream's keepalive: the namespace's newest committed sequence."""
+    """An idle stream's keepalive: its watermark (every matching event up to ``head``
+    was sent before it)."""
 
     head: int
 
@@ -88,7 +91,7 @@ class Resumer:
         """The event to hand to the caller, or None (keepalive, or already delivered)."""
         self.failures = 0
         if isinstance(item, Keepalive):
-            if self.from_head:  # our only clue where the stream started
+            if self.from_head or item.head > self.position:
                 self.position, self.from_head = item.head, False
             return None
         if item.sequence <= self.position and not self.from_head:

@@ -302,6 +302,7 @@ class EventBus:
             if self._channels.get(channel.namespace) is channel:
                 del self._channels[channel.namespace]
             self.count -= len(channel.subscribers)
+            metrics.SUBSCRIBERS.dec(len(channel.subscribers))
             channel.subscribers.clear()
             channel.ready.set_exception(error)
             return

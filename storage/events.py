@@ -99,12 +99,14 @@ def list_page(
     start: int | None = None,
     end: int | None = None,
     limit: int,
+    budget: int | None = None,
 ) -> list[EventRecord]:
     """Matching events with ``after < sequence [<= up_to]`` in sequence order.
 
     Each single-column filter rides its (namespace, column, sequence) index. A packed row
     matches the column and time filters as a whole; types and bounds are checked per event,
-    and rows are read until ``limit`` events match or none are left.
+    and rows are read until ``limit`` events match, their payloads reach ``budget`` bytes,
+    or none are left.
     """
     query = select(e).where(e.c.namespace == namespace)
     if up_to is not None:
@@ -128,6 +130,7 @@ def list_page(
     query = query.order_by(e.c.sequence).limit(max(limit, _MIN_ROWS))
     out: list[EventRecord] = []
     position = after
+    weight = 0
     while True:
         rows = 0
         with conn.execute(query.where(e.c.sequence > position)) as result:
@@ -140,7 +143,8 @@ def list_page(
                     if up_to is not None and record.sequence > up_to:
                         return out
                     out.append(record)
-                    if len(out) == limit:
+                    weight += len(record.data)
+                    if len(out) == limit or (budget is not None and weight >= budget):
                         return out
         if rows < max(limit, _MIN_ROWS):
             return out
@@ -154,20 +158,21 @@ def _starts_by(up_to: int) -> tuple[Any, Any]:
 
 
 def catch_up(
-    conn: Connection, namespace: str, flt: EventFilter, after: int, limit: int
-) -> tuple[list[EventRecord], int]:
-    """Matching events after ``after`` and the position reached.
+    conn: Connection, namespace: str, flt: EventFilter, after: int, limit: int, budget: int
+) -> tuple[list[EventRecord], int, bool]:
+    """Matching events after ``after`` (at most ``limit``, or as many as reach ``budget``
+    payload bytes), the position reached, and whether that is the head.
 
     The position is the head when the page is not full (everything up to the head
     was seen), else the last event's sequence.
     """
     top = head(conn, namespace)
     if top <= after:
-        return [], after
-    records = list_page(conn, namespace, flt, after=after, up_to=top, limit=limit)
-    if len(records) < limit:
-        return records, top
-    return records, records[-1].sequence
+        return [], after, True
+    records = list_page(conn, namespace, flt, after=after, up_to=top, limit=limit, budget=budget)
+    if len(records) < limit and sum(len(r.data) for r in records) < budget:
+        return records, top, True
+    return records, records[-1].sequence, False
 
 
 def read_range(conn: Connection, namespace: str, after: int, up_to: int) -> list[EventRecord]:

@@ -411,11 +411,15 @@ def list_tasks(
     after_seq: int | None,
     limit: int,
     newest_first: bool = False,
+    executed_only: bool = False,
     budget: int | None = None,
 ) -> pages.Rows[TaskRunRecord]:
-    """Task runs in start order (or newest first), keyset-paged on ``seq``; ``limit + 1``
-    rows tell if more follow, fewer when ``budget`` bytes of them do (storage/pages.py)."""
+    """Task runs in creation order (or newest first), keyset-paged on ``seq``; ``limit + 1``
+    rows tell if more follow, fewer when ``budget`` bytes of them do (storage/pages.py).
+    ``executed_only`` leaves out carried-over copies, whose work their originals did."""
     query = select(t).where(t.c.namespace == namespace)
+    if executed_only:
+        query = query.where(t.c.carried_from.is_(None))
     if run_id:
         query = query.where(t.c.run_id == run_id)
     if agent_id:

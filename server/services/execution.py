@@ -45,6 +45,9 @@ from stateward.storage.runs import RunRecord, TaskRunRecord
 T = TypeVar("T")
 
 CATCH_UP_PAGE = 500
+# A stream's catch-up reads stop at this many payload bytes too: a subscriber that stops
+# reading holds one such batch (encoded), not 500 events of up to 64 KiB each.
+CATCH_UP_BYTES = 1 << 20
 DEFAULT_KEEPALIVE = 15.0
 _TYPE_CACHE_LIMIT = 4096
 # Columns of a NewEvent, for map() over a batch.
@@ -691,6 +694,7 @@ class ExecutionService:
                 after_seq=cursor[0] if cursor else None,
                 limit=size,
                 newest_first=True,
+                executed_only=True,
                 budget=self.page_bytes,
             )
 
@@ -873,19 +877,20 @@ class ExecutionService:
                     # Catch up from the log; arm once nearly there, then read to the head again.
                     caught_up = False
                     while not bus.closed:
-                        records, position = await self.db.read(
+                        records, position, at_head = await self.db.read(
                             functools.partial(
                                 event_log.catch_up,
                                 namespace=namespace,
                                 flt=flt,
                                 after=position,
                                 limit=CATCH_UP_PAGE,
+                                budget=CATCH_UP_BYTES,
                             )
                         )
                         if records:
                             idle.last = clock()
                             yield [encode(record) for record in records]
-                        if len(records) < CATCH_UP_PAGE:
+                        if at_head:
                             if caught_up or sub.armed:
                                 break
                             bus.arm(sub)
@@ -911,9 +916,15 @@ class ExecutionService:
                     continue
                 if idle.due:
                     idle.due = False
+                    # The keepalive's head is this stream's watermark: with the buffer
+                    # empty, every event the bus published (or the catch-up read) went out.
+                    # Not the log's head, which may hold events still on their way here
+                    # (another replica's, a missed notification): a client resuming from
+                    # that would skip them.
+                    mark = max(position, bus.head_of(namespace) or 0)
                     head = await self.db.read(lambda conn: event_log.head(conn, namespace))
                     bus.saw_head(namespace, head)  # repairs a missed notification
-                    yield Keepalive(head)
+                    yield Keepalive(mark)
                     continue
                 await sub.wakeup.wait()
         finally:

@@ -9,8 +9,9 @@ worker finishing at the same moment, exactly one write wins and one event is emi
   Their workflow run stays RUNNING: whoever drives it decides to retry or fail.
 - The start-up scan (before the server reports SERVING) marks task runs whose lease
   expired while no server was sweeping INTERRUPTED, and their RUNNING workflow runs
-  INTERRUPTED too. "While no server was sweeping" means: longer ago than a live
-  replica's sweeper could have missed (``interruption_grace_us``).
+  INTERRUPTED too. "While no server was sweeping" means: on PostgreSQL, longer ago
+  than a live replica's sweeper could have missed (``interruption_grace_us``); on
+  SQLite, where this is the only server, any time before the scan.
 - Workflow runs with a lease (a heartbeat timeout) whose driver stopped heartbeating
   become INTERRUPTED in both passes, and their RUNNING task runs are asked to cancel.
 """
@@ -102,10 +103,17 @@ def interrupt_run(ctx: WriteContext, namespace: str, run_id: str, cause: TaskRun
     error = ErrorRecord(message, rules.ERROR_KIND_TIMEOUT, True, b"", ctx.now)
     if not run_rows.finish_run(ctx.conn, run, RunStatus.INTERRUPTED.value, ctx.now, error=error):
         return False
+    # The run is over: its task runs still alive stop on their next heartbeat, rather
+    # than run on beside the retry's attempts of the same tasks.
+    flagged = run_rows.request_cancel(ctx.conn, namespace, run_id)
     ctx.emit(
         namespace,
         rules.RUN_EVENTS[RunStatus.INTERRUPTED],
-        _data(error=message, task_run_id=cause.task_run_id),
+        _data(
+            error=message,
+            task_run_id=cause.task_run_id,
+            cancel_requested_task_runs=len(flagged),
+        ),
         agent_id=run.agent_id,
         run_id=run_id,
     )
@@ -206,8 +214,13 @@ class Sweeper:
         return tasks + await self._interrupt_expired_runs(before_offset=0, interrupted=False)
 
     async def scan_interrupted(self) -> None:
-        """Start-up hook: leases that ran out while no server was up become INTERRUPTED."""
-        grace = rules.interruption_grace_us(self.interval)
+        """Start-up hook: leases that ran out while no server was up become INTERRUPTED.
+
+        On SQLite this server is the only one (a lock file refuses a second), so every
+        lease that ran out unswept did so while none was sweeping. On PostgreSQL a lease
+        that expired within the grace may belong to a live replica's next sweep.
+        """
+        grace = 0 if self.db.dialect == "sqlite" else rules.interruption_grace_us(self.interval)
         marked = await self._finish_expired(before_offset=grace, interrupted=True)
         if marked:
             log.warning(

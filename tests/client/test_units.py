@@ -77,9 +77,14 @@ def test_resumer_continues_after_the_last_delivered_event() -> None:
     assert cursor.accept(_event(5)) is not None
     assert cursor.accept(_event(5)) is None  # a repeat is never handed out
     assert cursor.accept(_event(3)) is None
-    assert cursor.accept(Keepalive(head=99)) is None  # keepalives do not move a filtered cursor
     request = cursor.prepared().request
     assert (request.after_sequence, request.from_head) == (5, False)
+    # A keepalive's head is the stream's watermark: nothing below it is still to come.
+    assert cursor.accept(Keepalive(head=99)) is None
+    assert cursor.prepared().request.after_sequence == 99
+    assert cursor.accept(Keepalive(head=50)) is None  # never backwards
+    assert cursor.accept(_event(60)) is None
+    assert cursor.prepared().request.after_sequence == 99
     assert list(request.filter.types) == ["x"]
 
 

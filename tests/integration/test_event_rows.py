@@ -165,8 +165,15 @@ async def test_runs_of_one_write_are_stored_packed_and_read_back_per_event(db: D
         walked += batch_
         after = batch_[-1]
     assert walked == [2, 4, 6, 7, 8, 9, 10, 13]
-    top, position = db.read_sync(lambda c: event_log.catch_up(c, "ns", everything, 10, 100))
-    assert [r.sequence for r in top] == [11, 12, 13] and position == 13
+    top, position, at_head = db.read_sync(
+        lambda c: event_log.catch_up(c, "ns", everything, 10, 100, 1 << 20)
+    )
+    assert [r.sequence for r in top] == [11, 12, 13] and (position, at_head) == (13, True)
+    # A byte budget cuts the page like a full one: the position is its last event's.
+    cut, position, at_head = db.read_sync(
+        lambda c: event_log.catch_up(c, "ns", everything, 0, 100, 1)
+    )
+    assert [r.sequence for r in cut] == [1] and (position, at_head) == (1, False)
 
 
 async def test_a_long_run_is_split_into_rows_of_at_most_max_span(db: Database) -> None:

@@ -539,6 +539,35 @@ def test_list_task_runs_and_agent_history(api: Api) -> None:
     assert error.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_agent_history_lists_work_once_after_a_retry(api: Api) -> None:
+    agent = api.agent()
+    run = api.run(agent)
+    done = api.task(run.run_id, agent, "fetch")
+    api.ex.CompleteTaskRun(ex.CompleteTaskRunRequest(task_run_id=done.task_run_id))
+    failed = api.task(run.run_id, agent, "parse")
+    fail = ex.FailTaskRunRequest(task_run_id=failed.task_run_id, error=common_pb2.ErrorDetail())
+    fail.error.message = "bad row"
+    api.ex.FailTaskRun(fail)
+    fail_run = ex.FailWorkflowRunRequest(run_id=run.run_id, error=fail.error)
+    api.ex.FailWorkflowRun(fail_run)
+    recovery = recovery_pb2_grpc.RecoveryServiceStub(api.channel)
+    retry = recovery.RetryWorkflowRun(recovery_pb2.RetryWorkflowRunRequest(run_id=run.run_id))
+    again = api.task(retry.run.run_id, agent, "parse")
+    # The retry's run lists the carried-over copy of "fetch" with its own work.
+    listed = api.ex.ListTaskRuns(ex.ListTaskRunsRequest(run_id=retry.run.run_id)).task_runs
+    assert [(t.task_id, t.carried_from_task_run_id) for t in listed] == [
+        ("fetch", done.task_run_id),
+        ("parse", ""),
+    ]
+    # The agent's history is what it executed: "fetch" once, not again as the copy.
+    history = api.ex.GetAgentHistory(ex.GetAgentHistoryRequest(agent_id=agent)).task_runs
+    assert [t.task_run_id for t in history] == [
+        again.task_run_id,
+        failed.task_run_id,
+        done.task_run_id,
+    ]
+
+
 # -- leases ----------------------------------------------------------
 def test_sweeper_times_out_a_task_that_stops_heartbeating(api: Api) -> None:
     agent = api.agent()
@@ -836,16 +865,44 @@ def _interrupted_after_restart(server: ServerThread, api: Api) -> None:
         interrupted.status == RUN.RUN_STATUS_INTERRUPTED
         and lost.task_run_id in interrupted.error.message
     )
+    # The live sibling is told to stop: its run is over, and a retry will run its task.
     assert api.get_task(kept.task_run_id).status == TASK.TASK_STATUS_RUNNING
+    beat = api.ex.Heartbeat(ex.HeartbeatRequest(task_run_id=kept.task_run_id))
+    assert beat.cancel_requested
     assert api.get_run(other_run.run_id).status == RUN.RUN_STATUS_RUNNING
-    types = [e.type for e in api.events(run_id=run.run_id)]
-    assert types[-2:] == ["task.interrupted", "run.interrupted"]
+    events = api.events(run_id=run.run_id)
+    assert [e.type for e in events][-2:] == ["task.interrupted", "run.interrupted"]
+    assert json.loads(events[-1].data_json)["cancel_requested_task_runs"] == 1
     # The work was cut off, not slow: the plan is a plain retry, not a longer timeout.
     recovery = recovery_pb2_grpc.RecoveryServiceStub(api.channel)
     plan = recovery.RecoverAgent(recovery_pb2.RecoverAgentRequest(agent_id=agent)).plan
     assert plan.strategy == recovery_pb2.RECOVERY_STRATEGY_RETRY_WITH_BACKOFF
     assert plan.last_failure.task_run_id == lost.task_run_id
     assert "no Stateward server was running" in plan.explanation
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_sqlite_a_lease_that_ran_out_during_a_short_outage_is_interrupted(
+    settings: Settings,
+) -> None:
+    # One server owns a SQLite database: a lease that ran out unswept did so while no
+    # server ran, however recently; it is not the worker's timeout.
+    server = ServerThread(replace(settings, sweep_interval=5.0)).start()  # grace: 11 s
+    api = Api(server.target)
+    try:
+        agent = api.agent()
+        run = api.run(agent)
+        task = api.task(run.run_id, agent, heartbeat_timeout=seconds(1.0))
+        server.stop()
+        time.sleep(max(0.0, micros(task.lease_expire_time) / 1e6 + 0.3 - time.time()))
+        server.start()
+        after = api.get_task(task.task_run_id)
+        assert after.status == TASK.TASK_STATUS_INTERRUPTED, after.error.message
+        assert "no Stateward server was running" in after.error.message
+        assert api.get_run(run.run_id).status == RUN.RUN_STATUS_INTERRUPTED
+    finally:
+        api.close()
+        server.close()
 
 
 def test_sigkill_while_tasks_run_leaves_them_interrupted_after_restart(tmp_path: Path) -> None:

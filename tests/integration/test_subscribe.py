@@ -19,6 +19,7 @@ from google.protobuf import duration_pb2
 from stateward.server import events_bus
 from stateward.server.config import Settings
 from stateward.server.events_bus import EventBus
+from stateward.server.services import execution as execution_service
 from stateward.v1 import execution_pb2 as ex
 from stateward.v1 import execution_pb2_grpc, lifecycle_pb2, lifecycle_pb2_grpc
 from tests.support.server import ServerThread
@@ -211,6 +212,38 @@ def test_idle_streams_get_keepalives_with_the_head(api: Api) -> None:
     [item] = take(stream, 1)
     stream.cancel()
     assert item.HasField("keepalive") and item.keepalive.head_sequence == head
+
+
+def test_a_keepalive_never_claims_an_event_it_has_not_sent(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event committed while an idle stream reads the log's head for its keepalive is
+    in the stream's buffer, not yet on the wire. A keepalive naming that head went out
+    first, and a from_head client, taking the keepalive as its cursor, dropped the event."""
+    run_id, _ = api.setup("a1")
+    appended: list[int] = []
+    trigger = threading.Event()
+    original = execution_service.event_log.head
+
+    def head_after_a_commit(conn: Any, namespace: str) -> int:
+        if trigger.is_set() and not appended:  # once: commit an event during the read
+            appended.append(api.append(run_id, "during").last_sequence)
+        return original(conn, namespace)
+
+    monkeypatch.setattr(execution_service.event_log, "head", head_after_a_commit)
+    stream = api.subscribe(from_head=True, keepalive=1)
+    items: list[ex.SubscribeEventsResponse] = [take(stream, 1)[0]]  # idle: armed at the head
+    assert items[0].HasField("keepalive")
+    trigger.set()
+    for item in stream:
+        items.append(item)
+        if item.HasField("event"):
+            break
+    stream.cancel()
+    [sequence] = appended
+    assert items[-1].event.sequence == sequence and items[-1].event.type == "during"
+    claimed = [i.keepalive.head_sequence for i in items[:-1] if i.HasField("keepalive")]
+    assert all(head < sequence for head in claimed), claimed
 
 
 def test_live_events_are_encoded_once_for_all_subscribers(

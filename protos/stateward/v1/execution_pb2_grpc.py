@@ -252,7 +252,9 @@ class ExecutionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetAgentHistory(self, request, context):
-        """Lists an agent's task runs with status, timing and outcome, newest first.
+        """Lists the task runs an agent executed, with status, timing and outcome,
+        newest first. Carried-over copies (RetryWorkflowRun) are left out: their
+        originals are listed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
