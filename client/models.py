@@ -297,6 +297,20 @@ class BatchStates:
 
 
 @dataclass(frozen=True, slots=True)
+class MigrationFailure:
+    """A state ``migrate_states`` could not upgrade; it stays as it was."""
+
+    agent_id: str
+    from_schema_version: int
+    """The schema version whose migration failed."""
+    message: str
+
+    @classmethod
+    def from_proto(cls, msg: state_pb2.MigrationFailure) -> MigrationFailure:
+        return cls(msg.agent_id, msg.from_schema_version, msg.message)
+
+
+@dataclass(frozen=True, slots=True)
 class MigrationPage:
     """What one ``migrate_states`` call did (or would do, on a dry run)."""
 
@@ -310,6 +324,8 @@ class MigrationPage:
     """The newest schema version registered for the type."""
     next_page_token: str
     """Pass as ``page_token`` to continue; empty when every state was examined."""
+    failures: list[MigrationFailure] = field(default_factory=list)
+    """States of this page whose upgrade failed (the others were upgraded)."""
 
     @classmethod
     def from_proto(cls, msg: state_pb2.MigrateStatesResponse) -> MigrationPage:
@@ -319,6 +335,7 @@ class MigrationPage:
             remaining=msg.remaining,
             target_schema_version=msg.target_schema_version,
             next_page_token=msg.next_page_token,
+            failures=[MigrationFailure.from_proto(f) for f in msg.failures],
         )
 
 

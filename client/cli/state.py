@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .. import StateVersion
+from .. import MigrationFailure, StateVersion
 from ..errors import StatewardError, UsageError
 from . import _format
 from ._args import command, non_negative_int, positive_int, timestamp
-from ._context import OK, Context
+from ._context import OK, REFUSED, Context
 from ._progress import ProgressBar
 
 INTERRUPTED = 130
@@ -166,14 +166,16 @@ def _migrate(ctx: Context) -> int:
     token = a.resume_token
     migrated = up_to_date = 0
     target = 0
+    failures: list[MigrationFailure] = []
     bar = ProgressBar(f"migrating {a.agent_type}", unit="states", stream=ctx.stderr)
     try:
         while True:
             page = client.migrate_states(a.agent_type, a.page_size, token, a.dry_run)
             migrated += page.migrated
             up_to_date += page.up_to_date
+            failures += page.failures
             target = page.target_schema_version
-            done = migrated + up_to_date
+            done = migrated + up_to_date + len(failures)
             bar.update(done, done + page.remaining)
             token = page.next_page_token
             if not token:
@@ -189,18 +191,32 @@ def _migrate(ctx: Context) -> int:
         raise
     bar.close()
     verb = "would migrate" if a.dry_run else "migrated"
+    failed = f", {len(failures)} failed" if failures else ""
     ctx.say(
         f"{verb} {migrated} states of type {a.agent_type!r} to schema version {target} "
-        f"({up_to_date} already current)",
+        f"({up_to_date} already current{failed})",
         {
             "agent_type": a.agent_type,
             "migrated": migrated,
             "up_to_date": up_to_date,
             "target_schema_version": target,
             "dry_run": a.dry_run,
+            "failures": [
+                {
+                    "agent_id": f.agent_id,
+                    "from_schema_version": f.from_schema_version,
+                    "message": f.message,
+                }
+                for f in failures
+            ],
         },
     )
-    return OK
+    for failure in failures:
+        ctx.note(
+            f"agent {failure.agent_id!r}: the migration from schema version "
+            f"{failure.from_schema_version} failed: {failure.message}"
+        )
+    return REFUSED if failures else OK  # some states could not be upgraded
 
 
 def _resume_hint(ctx: Context, token: str) -> str:

@@ -34,6 +34,9 @@ class MigrationSetupError(ValueError):
     """The registered migrations are inconsistent or could not be loaded."""
 
 
+PROBLEM_CHARS = 1000
+
+
 class MigrationFailed(FailedPrecondition):
     """A registered migration raised or returned something that is not a JSON object."""
 
@@ -41,6 +44,9 @@ class MigrationFailed(FailedPrecondition):
         self, agent_type: str, from_version: int, problem: str, *, agent_id: str = ""
     ) -> None:
         whose = f" (agent {agent_id!r})" if agent_id else ""
+        if len(problem) > PROBLEM_CHARS:  # operator code's message: a page lists 1,000 of them
+            problem = problem[: PROBLEM_CHARS - 3] + "..."
+        self.agent_id, self.from_version, self.problem = agent_id, from_version, problem
         super().__init__(
             f"the state migration of agent type {agent_type!r} from schema version "
             f"{from_version} failed{whose}: {problem}; fix the migration and retry",

@@ -133,6 +133,12 @@ class StateServicer(state_pb2_grpc.StateServiceServicer):
             remaining=page.remaining,
             target_schema_version=page.target_schema_version,
             next_page_token=page.next_page_token,
+            failures=[
+                pb.MigrationFailure(
+                    agent_id=f.agent_id, from_schema_version=f.from_version, message=f.problem
+                )
+                for f in page.failures
+            ],
         )
 
 

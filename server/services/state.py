@@ -20,7 +20,7 @@ import json
 import logging
 import operator
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -81,6 +81,7 @@ class MigrationPage:
     remaining: int
     target_schema_version: int
     next_page_token: str
+    failures: list[migrations.MigrationFailed] = field(default_factory=list)
 
 
 def _event_data(**fields: object) -> bytes:
@@ -617,6 +618,7 @@ class StateService:
         stale = [agent_id for agent_id, schema in page if schema is not None and schema < target]
         up_to_date = sum(1 for _, schema in page if schema is not None and schema >= target)
         migrated = len(stale)
+        failures: list[migrations.MigrationFailed] = []
         if stale and not dry_run:
             outcomes = await asyncio.gather(
                 *(
@@ -625,13 +627,17 @@ class StateService:
                 ),
                 return_exceptions=True,
             )
-            failures = [o for o in outcomes if isinstance(o, BaseException)]
-            if failures:
-                raise failures[0]
+            # A state the migration cannot upgrade is reported and left as it was; it
+            # must not stop the others. Anything else (an outage) fails the call, which
+            # is safe to repeat.
+            failures = [o for o in outcomes if isinstance(o, migrations.MigrationFailed)]
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and outcome not in failures:
+                    raise outcome
             migrated = sum(1 for o in outcomes if o is True)
-            up_to_date += len(stale) - migrated
+            up_to_date += len(stale) - migrated - len(failures)
         token = paging.encode(digest, [page[-1][0]]) if remaining else ""
-        return MigrationPage(migrated, up_to_date, remaining, target, token)
+        return MigrationPage(migrated, up_to_date, remaining, target, token, failures)
 
     def _migrate_one(self, namespace: str, agent_type: str, agent_id: str) -> Any:
         def write(ctx: WriteContext) -> bool:

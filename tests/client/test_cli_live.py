@@ -115,11 +115,29 @@ def test_state_migrate_dry_run_then_for_real(cli: Any, live: Client) -> None:
         "up_to_date": 0,
         "target_schema_version": 3,
         "dry_run": False,
+        "failures": [],
     }
     assert live.get_state("c2").document == {"total": 2, "unit": "items"}
     assert live.get_state("c2").schema_version == 3
     code, out, _ = cli("state", "migrate", "--type", "counter")
     assert "migrated 0 states" in out and "(3 already current)" in out  # idempotent
+
+
+def test_state_migrate_names_the_states_it_could_not_upgrade(cli: Any, live: Client) -> None:
+    for n, doc in enumerate([{"n": 0}, {"bad": True}, {"n": 2}]):
+        live.create_agent(f"p{n}", "picky")
+        live.initialize_agent(f"p{n}")
+        live.save_state(f"p{n}", doc, schema_version=1)
+    code, out, err = cli("state", "migrate", "--type", "picky")
+    assert code == 1  # not all done
+    assert out.strip() == (
+        "migrated 2 states of type 'picky' to schema version 2 (0 already current, 1 failed)"
+    )
+    assert (
+        "agent 'p1': the migration from schema version 1 failed: "
+        "ValueError: this document is marked bad"
+    ) in err
+    assert live.get_state("p2").document == {"n": 2, "checked": True}
 
 
 def test_state_migrate_interrupted_prints_how_to_resume(

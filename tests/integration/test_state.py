@@ -664,17 +664,38 @@ def test_schema_migrations_on_read_and_in_bulk(state: StateStub, agents: AgentSt
     assert "agent_type" in violations(fails(state.MigrateStates, pb.MigrateStatesRequest()))
 
 
-def test_a_failing_migration_is_a_failed_precondition(state: StateStub, agents: AgentStub) -> None:
+def test_a_failing_migration_is_a_failed_precondition_on_read(
+    state: StateStub, agents: AgentStub
+) -> None:
     create(agents, "old-1", type="broken")
     save(state, "old-1", {"a": 1}, schema_version=1)
-    for call, request in [
-        (state.GetState, pb.GetStateRequest(agent_id="old-1")),
-        (state.MigrateStates, pb.MigrateStatesRequest(agent_type="broken")),
-    ]:
-        error = fails(call, request)
-        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert error_info(error).reason == "STATE_MIGRATION_FAILED"
-        assert "'broken'" in error.details() and "old-1" in error.details()
+    error = fails(state.GetState, pb.GetStateRequest(agent_id="old-1"))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_info(error).reason == "STATE_MIGRATION_FAILED"
+    assert "'broken'" in error.details() and "old-1" in error.details()
+
+
+def test_migrate_states_reports_the_states_it_cannot_upgrade_and_upgrades_the_rest(
+    state: StateStub, agents: AgentStub
+) -> None:
+    for agent_id, doc in [("p-1", {"n": 1}), ("p-2", {"bad": True}), ("p-3", {"n": 3})]:
+        create(agents, agent_id, type="picky")
+        save(state, agent_id, doc, schema_version=1)
+    page = state.MigrateStates(pb.MigrateStatesRequest(agent_type="picky", page_size=2))
+    assert (page.migrated, page.up_to_date, page.remaining) == (1, 0, 1)
+    [failure] = page.failures
+    assert (failure.agent_id, failure.from_schema_version) == ("p-2", 1)
+    assert failure.message == "ValueError: this document is marked bad"
+    rest = state.MigrateStates(
+        pb.MigrateStatesRequest(agent_type="picky", page_token=page.next_page_token)
+    )
+    assert (rest.migrated, list(rest.failures), rest.next_page_token) == (1, [], "")
+    assert document(get(state, "p-3")) == {"n": 3, "checked": True}
+    bad = state.ListStateVersions(pb.ListStateVersionsRequest(agent_id="p-2"))
+    assert [(v.version, v.schema_version) for v in bad.versions] == [(1, 1)]  # left as it was
+    again = state.MigrateStates(pb.MigrateStatesRequest(agent_type="picky"))
+    assert (again.migrated, again.up_to_date) == (0, 2)
+    assert [f.agent_id for f in again.failures] == ["p-2"]  # still failing, still reported
 
 
 # -- the cache ---------------------------------------------------------------------------------

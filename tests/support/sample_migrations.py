@@ -1,7 +1,8 @@
 """State migrations used by the tests (wired with ``state_migrations``).
 
 Agent type ``counter``: schema 1 ``{"count": n}`` -> 2 ``{"total": n}`` ->
-3 ``{"total": n, "unit": "items"}``. Type ``broken`` has a migration that raises.
+3 ``{"total": n, "unit": "items"}``. Type ``broken`` has a migration that raises;
+type ``picky``'s raises only for documents marked ``{"bad": true}``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ def explode(document: dict[str, Any]) -> dict[str, Any]:
     raise KeyError("no field 'legacy' in the document")
 
 
+def refuse_bad(document: dict[str, Any]) -> dict[str, Any]:
+    if document.get("bad"):
+        raise ValueError("this document is marked bad")
+    return {**document, "checked": True}
+
+
 def register(registry: MigrationRegistry) -> None:
     registry.add("counter", 1, rename_count)
     registry.add("counter", 2, add_unit)
     registry.add("broken", 1, explode)
+    registry.add("picky", 1, refuse_bad)

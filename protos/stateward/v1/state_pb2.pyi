@@ -142,15 +142,27 @@ class MigrateStatesRequest(_message.Message):
     def __init__(self, agent_type: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., dry_run: _Optional[bool] = ...) -> None: ...
 
 class MigrateStatesResponse(_message.Message):
-    __slots__ = ("migrated", "up_to_date", "remaining", "target_schema_version", "next_page_token")
+    __slots__ = ("migrated", "up_to_date", "remaining", "target_schema_version", "next_page_token", "failures")
     MIGRATED_FIELD_NUMBER: _ClassVar[int]
     UP_TO_DATE_FIELD_NUMBER: _ClassVar[int]
     REMAINING_FIELD_NUMBER: _ClassVar[int]
     TARGET_SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
     migrated: int
     up_to_date: int
     remaining: int
     target_schema_version: int
     next_page_token: str
-    def __init__(self, migrated: _Optional[int] = ..., up_to_date: _Optional[int] = ..., remaining: _Optional[int] = ..., target_schema_version: _Optional[int] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    failures: _containers.RepeatedCompositeFieldContainer[MigrationFailure]
+    def __init__(self, migrated: _Optional[int] = ..., up_to_date: _Optional[int] = ..., remaining: _Optional[int] = ..., target_schema_version: _Optional[int] = ..., next_page_token: _Optional[str] = ..., failures: _Optional[_Iterable[_Union[MigrationFailure, _Mapping]]] = ...) -> None: ...
+
+class MigrationFailure(_message.Message):
+    __slots__ = ("agent_id", "from_schema_version", "message")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    from_schema_version: int
+    message: str
+    def __init__(self, agent_id: _Optional[str] = ..., from_schema_version: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

@@ -133,7 +133,8 @@ class StateServiceServicer:
     def MigrateStates(self, request, context):
         """Upgrades stored states of one agent type to the newest registered schema
         version, one page at a time (admin). Resumable with `page_token` and
-        idempotent: each upgrade is written as a new version.
+        idempotent: each upgrade is written as a new version. A state whose upgrade
+        fails is listed in `failures`; the page's other states are upgraded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
