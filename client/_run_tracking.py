@@ -27,6 +27,7 @@ from ._operation import Flow, Sleep
 from ._options import MetadataLike
 from ._tracking import (
     ERROR_KINDS,
+    RETRIES_PER_INTERVAL,
     RETRYABLE,
     CancelRequested,
     Flows,
@@ -92,7 +93,9 @@ class _RunFlows(Flows):
         timeout = as_seconds(options.get("heartbeat_timeout", DEFAULT_HEARTBEAT_TIMEOUT))
         if timeout is None or timeout <= 0:
             raise UsageError(f"heartbeat_timeout must be positive (got {timeout})")
-        interval = as_seconds(options.get("heartbeat_interval")) or timeout / 3
+        interval = as_seconds(options.get("heartbeat_interval"))
+        if interval is None:
+            interval = timeout / 3
         if not 0 < interval < timeout:
             raise UsageError(
                 f"heartbeat_interval must be positive and below the heartbeat timeout "
@@ -168,11 +171,16 @@ class _RunFlows(Flows):
                 continue
             self._next_beat = now + self._interval
             try:
+                # A beat that takes longer than the interval is as good as lost: give up
+                # on it in time to try again within the lease.
                 yield ExecutionCalls.heartbeat_workflow_run.step(
-                    self._client, self.run_id, metadata=self._metadata
+                    self._client, self.run_id, timeout=self._interval, metadata=self._metadata
                 )
             except TransportError:
-                continue  # again at the next beat; the lease outlasts two misses
+                # Try again soon, not a whole interval later: several tries fit in the
+                # lease, so a short outage costs no lease.
+                self._next_beat = self._clock() + self._interval / RETRIES_PER_INTERVAL
+                continue
             except ServerError as exc:
                 self.heartbeat_error = exc
                 if isinstance(exc, FailedPrecondition):

@@ -57,6 +57,8 @@ SYSTEM_PREFIXES = ("agent.", "state.", "run.", "task.", "checkpoint.")
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 """Seconds between heartbeats without a heartbeat timeout: they still bring cancellation."""
 IDLE = 3600.0
+RETRIES_PER_INTERVAL = 4
+"""After a heartbeat lost in transit, the next one goes out this many times sooner."""
 
 ERROR_KINDS: Mapping[type[BaseException], ErrorKind] = {
     TimeoutError: ErrorKind.TIMEOUT,
@@ -333,11 +335,20 @@ class _Tracker(Flows):
     def _beat(self, now: float) -> Flow[None]:
         self._next_beat = now + self._interval
         try:
+            # A beat slower than the interval is as good as lost: give up on it in time
+            # to try again within the lease.
             beat = yield ExecutionCalls.heartbeat.step(
-                self._client, self.task_run_id, self.progress, metadata=self._metadata
+                self._client,
+                self.task_run_id,
+                self.progress,
+                timeout=self._interval,
+                metadata=self._metadata,
             )
         except TransportError:
-            return  # try again at the next beat; the lease outlasts a few misses
+            # Try again soon, not a whole interval later: several tries fit in the
+            # lease, so a short outage costs no lease.
+            self._next_beat = self._clock() + self._interval / RETRIES_PER_INTERVAL
+            return
         except ServerError as exc:
             self.heartbeat_error = exc  # the task run is over (timed out, interrupted...)
             return

@@ -46,7 +46,10 @@ def duration_micros(d: duration_pb2.Duration, field: str = "duration") -> int:
         raise InvalidArgument.one(
             field, f"must be a valid duration of at most {MAX_DURATION_SECONDS} seconds"
         )
-    return d.seconds * 1_000_000 + d.nanos // 1000
+    # Rounded away from zero: a positive duration under a microsecond stays positive.
+    nanos = d.seconds * 1_000_000_000 + d.nanos
+    micros = -(-abs(nanos) // 1000)
+    return micros if nanos >= 0 else -micros
 
 
 def duration(us: int | None) -> duration_pb2.Duration | None:

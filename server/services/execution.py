@@ -493,6 +493,11 @@ class ExecutionService:
 
         def write(ctx: WriteContext) -> Lease:
             task = self._running_task(ctx, namespace, task_run_id, "heartbeat")
+            # A run whose own lease ran out is over, swept or not: its workers must hear
+            # so now, not after the sweeper's next pass.
+            run = run_rows.get_run(ctx.conn, namespace, task.run_id)
+            if run is not None:
+                require_live_lease(run, ctx.now)
             if progress:
                 room = weights.COPY_BYTES + weights.END_BYTES
                 self._require_fits_task(replace(task, progress=progress), room)
@@ -503,6 +508,10 @@ class ExecutionService:
                 raise _LeaseExpired(task_run_id)
             return Lease(task.cancel_requested, lease)
 
+        try:
+            return await self._expiring(namespace, write)
+        except RunLeaseExpired as expired:
+            await interrupt_now(self.db, namespace, expired.run_id)  # flags this task run
         return await self._expiring(namespace, write)
 
     async def complete_task(

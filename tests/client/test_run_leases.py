@@ -1,11 +1,12 @@
 """Workflow-run leases and ``track_run`` through the client library, sync and async,
-against the real server."""
+against the real server; the trackers' heartbeat schedules with a fake clock."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -15,8 +16,17 @@ from stateward.client import (
     ErrorKind,
     FailedPrecondition,
     RunStatus,
+    RunTrackOptions,
+    TaskRun,
+    TrackOptions,
     UsageError,
+    WorkflowRun,
 )
+from stateward.client._operation import Call, Sleep
+from stateward.client._run_tracking import _RunFlows
+from stateward.client._tracking import _Tracker
+from stateward.client.errors import Unavailable
+from stateward.v1 import execution_pb2
 from tests.client.conftest import async_twin, wait_until
 
 
@@ -114,3 +124,81 @@ def test_the_async_track_run_heartbeats_from_a_task(live: Client) -> None:
     run_id = asyncio.run(go())
     done = live.get_workflow_run(run_id)
     assert done.status == RunStatus.COMPLETED and done.result == {"ok": True}
+
+
+# -- the heartbeat schedule, driven with a fake clock --------------------------------------
+def _flows(**options: Any) -> tuple[_RunFlows, list[float]]:
+    now = [0.0]
+    flows = _RunFlows(object(), "ingest", RunTrackOptions(**options), clock=lambda: now[0])  # type: ignore[arg-type]
+    flows.run = WorkflowRun.from_proto(
+        execution_pb2.WorkflowRun(run_id="run-1", status=execution_pb2.RUN_STATUS_RUNNING)
+    )
+    flows._next_beat = flows._interval
+    return flows, now
+
+
+def test_a_heartbeat_lost_in_transit_is_retried_well_within_the_lease() -> None:
+    flows, now = _flows(heartbeat_timeout=1.2)  # a beat every 0.4 s
+    loop = flows._background()
+    assert next(loop) == Sleep(pytest.approx(0.4))
+    now[0] = 0.4
+    beat = loop.send(None)
+    assert isinstance(beat, Call) and beat.rpc.method == "HeartbeatWorkflowRun"
+    # Two beats lost: each next try is a quarter interval later, not a whole one (the
+    # third would then land at 1.2 s, when the lease runs out).
+    for lost_at in (0.45, 0.56):
+        now[0] = lost_at
+        assert loop.throw(Unavailable("connection reset")) == Sleep(pytest.approx(0.1))
+        now[0] = lost_at + 0.1
+        assert isinstance(loop.send(None), Call)
+    now[0] = 0.7
+    assert loop.send(None) == Sleep(pytest.approx(0.36))  # landed at 0.66: next at 1.06
+    assert flows.heartbeat_error is None
+
+
+def test_a_heartbeat_gives_up_after_one_interval() -> None:
+    flows, now = _flows(heartbeat_timeout=1.2)
+    loop = flows._background()
+    next(loop)
+    now[0] = 0.4
+    beat = loop.send(None)
+    # A stalled call is abandoned in time to try again within the lease, whatever the
+    # client's own call timeout.
+    assert isinstance(beat, Call) and beat.prepared.timeout == pytest.approx(0.4)
+
+
+def test_a_refused_heartbeat_stops_the_loop_and_says_why() -> None:
+    flows, now = _flows(heartbeat_timeout=1.2)
+    loop = flows._background()
+    next(loop)
+    now[0] = 0.4
+    loop.send(None)
+    refused = FailedPrecondition(
+        "workflow run 'run-1' is CANCELLED", details={"current_status": "CANCELLED"}
+    )
+    with pytest.raises(StopIteration):
+        loop.throw(refused)
+    assert flows.cancel_requested and flows.heartbeat_error is refused
+
+
+def test_a_zero_heartbeat_interval_is_refused(live: Client) -> None:
+    for zero in (0, timedelta(0)):
+        with pytest.raises(UsageError, match="heartbeat_interval"):
+            live.track_run("ingest", heartbeat_timeout=1, heartbeat_interval=zero)
+
+
+def test_a_tracked_tasks_lost_heartbeat_is_retried_soon_too() -> None:
+    now = [0.0]
+    options = TrackOptions(heartbeat_timeout=1.2)
+    tracker = _Tracker(object(), "run-1", "fetch", "a1", options, clock=lambda: now[0])  # type: ignore[arg-type]
+    tracker.task_run = TaskRun.from_proto(
+        execution_pb2.TaskRun(task_run_id="task-1", status=execution_pb2.TASK_STATUS_RUNNING)
+    )
+    tracker._next_beat = 0.4
+    loop = tracker._background()
+    assert next(loop) == Sleep(pytest.approx(0.4))
+    now[0] = 0.4
+    beat = loop.send(None)
+    assert isinstance(beat, Call) and beat.prepared.timeout == pytest.approx(0.4)
+    now[0] = 0.45
+    assert loop.throw(Unavailable("connection reset")) == Sleep(pytest.approx(0.1))

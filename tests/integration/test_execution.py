@@ -770,6 +770,8 @@ def test_a_late_call_never_revives_an_expired_run(settings: Settings) -> None:
         }
         runs = {what: api.run(agent, heartbeat_timeout=seconds(0.2)) for what in late}
         retried = api.run(agent, heartbeat_timeout=seconds(0.2))
+        worked = api.run(agent, heartbeat_timeout=seconds(0.2))
+        worker = api.task(worked.run_id, agent, heartbeat_timeout=seconds(60))
         time.sleep(0.4)
         assert api.get_run(retried.run_id).status == RUN.RUN_STATUS_RUNNING  # not swept yet
         for what, call in late.items():
@@ -781,6 +783,10 @@ def test_a_late_call_never_revives_an_expired_run(settings: Settings) -> None:
             assert api.get_run(run_id).status == RUN.RUN_STATUS_INTERRUPTED, what
             types = [e.type for e in api.events(run_id=run_id)]
             assert types == ["run.started", "run.interrupted"], what
+        # A worker's heartbeat learns at once that its run is over.
+        beat = api.ex.Heartbeat(ex.HeartbeatRequest(task_run_id=worker.task_run_id))
+        assert beat.cancel_requested
+        assert api.get_run(worked.run_id).status == RUN.RUN_STATUS_INTERRUPTED
         # Retrying an abandoned run needs no sweep first: it is interrupted, then retried.
         recovery = recovery_pb2_grpc.RecoveryServiceStub(api.channel)
         request = recovery_pb2.RetryWorkflowRunRequest(run_id=retried.run_id)

@@ -101,7 +101,9 @@ def test_the_migrations_build_the_schema_the_code_declares(database_url: str) ->
     engine.dispose()
 
 
-def test_run_leases_upgrade_keeps_older_runs_lease_free_and_downgrades(database_url: str) -> None:
+def test_run_leases_upgrade_keeps_older_runs_lease_free_and_downgrades_without_leases(
+    database_url: str,
+) -> None:
     engine = create_engine(database_url)
     migrate.upgrade(engine, "0006")
     row = {
@@ -126,6 +128,17 @@ def test_run_leases_upgrade_keeps_older_runs_lease_free_and_downgrades(database_
         assert old is not None and old.status == "RUNNING"
         assert (old.heartbeat_timeout_us, old.lease_expires_at) == (None, None)
         assert runs.expired_runs(conn, before=2**62, limit=10) == []  # never expires
+    leased = {**row, "run_id": "run-leased", "root_run_id": "run-leased"}
+    leased |= {"heartbeat_timeout_us": 1_000_000, "lease_expires_at": 2}
+    with engine.begin() as conn:
+        conn.execute(insert(schema.workflow_runs).values(leased))
+    with pytest.raises(RuntimeError, match="1 running workflow runs hold a lease"):
+        _downgrade(engine, "0006")
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    with engine.begin() as conn:
+        conn.execute(
+            delete(schema.workflow_runs).where(schema.workflow_runs.c.run_id == "run-leased")
+        )
     _downgrade(engine, "0006")
     columns = {c["name"] for c in inspect(engine).get_columns("workflow_runs")}
     assert not columns & {"heartbeat_timeout_us", "last_heartbeat_at", "lease_expires_at"}

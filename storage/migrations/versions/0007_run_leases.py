@@ -33,6 +33,23 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Below 0007 nothing would ever end these runs when their drivers die: refuse rather
+    # than drop the promise silently.
+    live = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT count(*) FROM workflow_runs "
+                "WHERE status = 'RUNNING' AND lease_expires_at IS NOT NULL"
+            )
+        )
+        .scalar_one()
+    )
+    if live:
+        raise RuntimeError(
+            f"{live} running workflow runs hold a lease (a heartbeat timeout), which "
+            "revision 0006 cannot enforce; end or cancel them first"
+        )
     op.drop_index(INDEX, table_name=TABLE)
     with op.batch_alter_table(TABLE) as batch_op:
         for column in reversed(COLUMNS):
