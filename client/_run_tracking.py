@@ -38,7 +38,7 @@ from ._tracking import (
     error_kind,
 )
 from .errors import FailedPrecondition, ServerError, TransportError, UsageError
-from .models import ErrorKind, WorkflowRun
+from .models import ErrorKind, RunStatus, WorkflowRun
 
 if TYPE_CHECKING:
     from .aio import AsyncClient
@@ -53,6 +53,10 @@ STOPPED = frozenset({"CANCELLED", "INTERRUPTED"})
 class RunTrackOptions(TypedDict, total=False):
     """The options of ``track_run``, all keyword-only and optional."""
 
+    run_id: str
+    """Take over this RUNNING run of the workflow instead of starting one: the attempt
+    RetryWorkflowRun started, or a run another process began. Its own heartbeat
+    timeout, if it has one, sets the heartbeat interval."""
     agent_id: str
     """The agent the run belongs to (must exist)."""
     input: Any
@@ -84,25 +88,24 @@ class _RunFlows(Flows):
     ) -> None:
         self._client = client
         self.workflow_name = workflow_name
+        self._adopt = options.get("run_id", "")
         self._agent_id = options.get("agent_id", "")
         self._input = options.get("input")
         self._labels = options.get("labels")
         self._kinds = {**ERROR_KINDS, **options.get("error_kinds", {})}
         self._request_id = options.get("request_id")
         self._metadata = options.get("metadata", ())
+        if self._adopt and {"agent_id", "input", "labels", "request_id"} & options.keys():
+            raise UsageError(
+                "agent_id, input, labels and request_id start a run; an adopted run "
+                "(run_id) has its own"
+            )
         timeout = as_seconds(options.get("heartbeat_timeout", DEFAULT_HEARTBEAT_TIMEOUT))
         if timeout is None or timeout <= 0:
             raise UsageError(f"heartbeat_timeout must be positive (got {timeout})")
-        interval = as_seconds(options.get("heartbeat_interval"))
-        if interval is None:
-            interval = timeout / 3
-        if not 0 < interval < timeout:
-            raise UsageError(
-                f"heartbeat_interval must be positive and below the heartbeat timeout "
-                f"({timeout:g} s; got {interval:g})"
-            )
         self._heartbeat_timeout = timeout
-        self._interval = interval
+        self._asked_interval = as_seconds(options.get("heartbeat_interval"))
+        self._interval = self._checked_interval(timeout)
         self._clock = clock
 
         self.run: WorkflowRun | None = None
@@ -143,12 +146,25 @@ class _RunFlows(Flows):
         """Set the result the run completes with at exit."""
         self.result = result
 
+    def _checked_interval(self, timeout: float) -> float:
+        interval = self._asked_interval
+        if interval is None:
+            interval = timeout / 3
+        if not 0 < interval < timeout:
+            raise UsageError(
+                f"heartbeat_interval must be positive and below the heartbeat timeout "
+                f"({timeout:g} s; got {interval:g})"
+            )
+        return interval
+
     # -- flows --------------------------------------------------------------------------
 
     def _enter(self) -> Flow[WorkflowRun]:
         if self._entered:
             raise UsageError("a run tracker can be entered only once")
         self._entered = True
+        if self._adopt:
+            return (yield from self._take_over())
         self.run = yield ExecutionCalls.start_workflow_run.step(
             self._client,
             self.workflow_name,
@@ -161,6 +177,24 @@ class _RunFlows(Flows):
         )
         self._next_beat = self._clock() + self._interval
         return self.run
+
+    def _take_over(self) -> Flow[WorkflowRun]:
+        run: WorkflowRun = yield ExecutionCalls.get_workflow_run.step(
+            self._client, self._adopt, metadata=self._metadata
+        )
+        if run.workflow_name != self.workflow_name:
+            raise UsageError(
+                f"run {run.run_id} is a run of {run.workflow_name!r}, not {self.workflow_name!r}"
+            )
+        if run.status != RunStatus.RUNNING:
+            raise UsageError(f"run {run.run_id} is {run.status}; only a RUNNING run can be tracked")
+        if run.heartbeat_timeout is not None:  # the server enforces the run's own
+            self._heartbeat_timeout = run.heartbeat_timeout.total_seconds()
+            self._interval = self._checked_interval(self._heartbeat_timeout)
+        self.run = run
+        # A beat at once: the run may have gone unattended for most of its lease.
+        self._next_beat = self._clock()
+        return run
 
     def _background(self) -> Flow[None]:
         """Heartbeat until the block exits or the server refuses a heartbeat."""

@@ -237,8 +237,9 @@ class Client(BaseClient):
         it from a background thread, so the server marks it INTERRUPTED if this process
         dies; leaving completes it with ``run.result``, or, when an exception escapes,
         fails it (kind from ``ERROR_KINDS``) and re-raises. ``run.cancel_requested``
-        turns true once the run is cancelled or interrupted. Options: see
-        ``RunTrackOptions``.
+        turns true once the run is cancelled or interrupted. ``run_id=`` takes over a
+        RUNNING run (e.g. the attempt ``retry_workflow_run`` started) instead of
+        starting one. Options: see ``RunTrackOptions``.
         """
         return RunTracker(self, workflow_name, options)
 

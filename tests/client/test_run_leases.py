@@ -113,6 +113,34 @@ def test_track_run_refuses_bad_options_before_calling(live: Client) -> None:
     assert list(live.iter_workflow_runs()) == []
 
 
+def test_track_run_takes_over_the_attempt_a_retry_started(live: Client) -> None:
+    with pytest.raises(ConnectionError):
+        with live.track_run("ingest", heartbeat_timeout=0.6) as first:
+            raise ConnectionError("the provider hung up")
+    attempt = live.retry_workflow_run(first.run_id).run
+    assert attempt.heartbeat_timeout == timedelta(seconds=0.6)  # inherited: a lease runs
+    with live.track_run("ingest", run_id=attempt.run_id, heartbeat_timeout=60) as run:
+        assert run.run_id == attempt.run_id
+        time.sleep(1.5)  # more than two of the attempt's own 0.6 s leases
+        assert live.get_workflow_run(attempt.run_id).status == RunStatus.RUNNING
+        run.result = {"second": "time lucky"}
+    done = live.get_workflow_run(attempt.run_id)
+    assert done.status == RunStatus.COMPLETED and done.result == {"second": "time lucky"}
+
+
+def test_track_run_takes_over_only_a_running_run_of_its_workflow(live: Client) -> None:
+    other = live.start_workflow_run("nightly")
+    with pytest.raises(UsageError, match="a run of 'nightly', not 'ingest'"):
+        with live.track_run("ingest", run_id=other.run_id):
+            pass
+    live.complete_workflow_run(other.run_id)
+    with pytest.raises(UsageError, match="is COMPLETED"):
+        with live.track_run("nightly", run_id=other.run_id):
+            pass
+    with pytest.raises(UsageError, match="an adopted run"):
+        live.track_run("nightly", run_id=other.run_id, agent_id="a1")
+
+
 def test_the_async_track_run_heartbeats_from_a_task(live: Client) -> None:
     async def go() -> str:
         async with async_twin(live) as client:
