@@ -182,16 +182,18 @@ def _migrate(ctx: Context) -> int:
                 break
     except KeyboardInterrupt:
         bar.close()
+        _name_failures(ctx, failures)  # the resume token is past their pages
         ctx.note(f"interrupted; {_resume_hint(ctx, token)}")
         return INTERRUPTED
     except StatewardError:
         bar.close()
+        _name_failures(ctx, failures)
         if token:
             ctx.note(_resume_hint(ctx, token))
         raise
     bar.close()
     verb = "would migrate" if a.dry_run else "migrated"
-    failed = f", {len(failures)} failed" if failures else ""
+    failed = f", {len(failures)} {'would fail' if a.dry_run else 'failed'}" if failures else ""
     ctx.say(
         f"{verb} {migrated} states of type {a.agent_type!r} to schema version {target} "
         f"({up_to_date} already current{failed})",
@@ -211,12 +213,17 @@ def _migrate(ctx: Context) -> int:
             ],
         },
     )
+    _name_failures(ctx, failures, would=a.dry_run)
+    return REFUSED if failures else OK  # some states could not be upgraded
+
+
+def _name_failures(ctx: Context, failures: list[MigrationFailure], would: bool = False) -> None:
     for failure in failures:
         ctx.note(
             f"agent {failure.agent_id!r}: the migration from schema version "
-            f"{failure.from_schema_version} failed: {failure.message}"
+            f"{failure.from_schema_version} {'would fail' if would else 'failed'}: "
+            f"{failure.message}"
         )
-    return REFUSED if failures else OK  # some states could not be upgraded
 
 
 def _resume_hint(ctx: Context, token: str) -> str:

@@ -34,7 +34,15 @@ class MigrationSetupError(ValueError):
     """The registered migrations are inconsistent or could not be loaded."""
 
 
-PROBLEM_CHARS = 1000
+PROBLEM_BYTES = 1000
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` UTF-8 bytes, marked "..." when cut."""
+    raw = text.encode()
+    if len(raw) <= limit:
+        return text
+    return raw[: max(0, limit - 3)].decode(errors="ignore") + "..."
 
 
 class MigrationFailed(FailedPrecondition):
@@ -44,8 +52,7 @@ class MigrationFailed(FailedPrecondition):
         self, agent_type: str, from_version: int, problem: str, *, agent_id: str = ""
     ) -> None:
         whose = f" (agent {agent_id!r})" if agent_id else ""
-        if len(problem) > PROBLEM_CHARS:  # operator code's message: a page lists 1,000 of them
-            problem = problem[: PROBLEM_CHARS - 3] + "..."
+        problem = clip(problem, PROBLEM_BYTES)  # operator code's text: a page lists 1,000
         self.agent_id, self.from_version, self.problem = agent_id, from_version, problem
         super().__init__(
             f"the state migration of agent type {agent_type!r} from schema version "
@@ -116,7 +123,7 @@ class MigrationRegistry:
         while version in steps:
             try:
                 document = steps[version](document)
-            except Exception as error:  # operator code: report it, never crash the call
+            except (Exception, SystemExit) as error:  # operator code: never crash the server
                 raise MigrationFailed(
                     agent_type, version, f"{type(error).__name__}: {error}", agent_id=agent_id
                 ) from error

@@ -98,6 +98,23 @@ def serialise(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode()
 
 
+FAILURE_BYTES = 24  # a failure's framing and schema version in an answer
+
+
+def _fit_failures(
+    failures: list[migrations.MigrationFailed], budget: int
+) -> list[migrations.MigrationFailed]:
+    """The failures with their messages shortened, if need be, so that all of them fit in
+    one answer: every failed agent is named, whatever the migration's messages."""
+    fixed = sum(FAILURE_BYTES + len(f.agent_id) for f in failures)
+    if fixed + sum(len(f.problem.encode()) for f in failures) <= budget:
+        return failures
+    room = max(0, (budget - fixed) // max(1, len(failures)))
+    for failure in failures:
+        failure.problem = migrations.clip(failure.problem, room)
+    return failures
+
+
 def _agent_missing(agent_id: str) -> NotFound:
     return NotFound(f"agent {agent_id!r} does not exist")
 
@@ -474,9 +491,12 @@ class StateService:
         document, schema_version = self._upgrade(head.type, record, head.agent_id)
         try:
             raw = serialise(document)
-        except ValueError as error:
+        except (ValueError, TypeError, RecursionError) as error:  # not JSON: a set, NaN, ...
             raise migrations.MigrationFailed(
-                head.type, record.schema_version, str(error), agent_id=head.agent_id
+                head.type,
+                record.schema_version,
+                f"it returned a document that is not JSON ({type(error).__name__}: {error})",
+                agent_id=head.agent_id,
             ) from None
         if weights.STATE_BYTES + len(raw) > self.response_budget:
             # Re-serialising can grow a document (1e15 reads back as 1000000000000000.0).
@@ -619,7 +639,14 @@ class StateService:
         up_to_date = sum(1 for _, schema in page if schema is not None and schema >= target)
         migrated = len(stale)
         failures: list[migrations.MigrationFailed] = []
-        if stale and not dry_run:
+        if stale and dry_run:
+            # The migrations run on the documents, in memory: a dry run tells which
+            # upgrades would fail, not only how many states are behind.
+            failures = await self.db.read(
+                lambda conn: self._would_fail(conn, namespace, agent_type, stale)
+            )
+            migrated -= len(failures)
+        elif stale:
             outcomes = await asyncio.gather(
                 *(
                     self.db.write(self._migrate_one(namespace, agent_type, agent_id))
@@ -637,7 +664,8 @@ class StateService:
             migrated = sum(1 for o in outcomes if o is True)
             up_to_date += len(stale) - migrated - len(failures)
         token = paging.encode(digest, [page[-1][0]]) if remaining else ""
-        return MigrationPage(migrated, up_to_date, remaining, target, token, failures)
+        fitted = _fit_failures(failures, self.response_budget)
+        return MigrationPage(migrated, up_to_date, remaining, target, token, fitted)
 
     def _migrate_one(self, namespace: str, agent_type: str, agent_id: str) -> Any:
         def write(ctx: WriteContext) -> bool:
@@ -647,15 +675,7 @@ class StateService:
             stored = rows.get_version(ctx.conn, namespace, agent_id, head.state_version)
             if stored is None or not self.registry.needs_upgrade(agent_type, stored.schema_version):
                 return False  # someone else upgraded or replaced it meanwhile
-            upgraded = self._upgraded(head, stored)
-            if upgraded.size > self.max_bytes:
-                raise migrations.MigrationFailed(
-                    agent_type,
-                    stored.schema_version,
-                    f"the upgraded document is {upgraded.size} bytes, over the limit of "
-                    f"{self.max_bytes} bytes",
-                    agent_id=agent_id,
-                )
+            upgraded = self._checked_upgrade(head, stored)
             self._commit_version(
                 ctx,
                 namespace,
@@ -669,6 +689,41 @@ class StateService:
             return True
 
         return write
+
+    def _would_fail(
+        self, conn: Connection, namespace: str, agent_type: str, agent_ids: list[str]
+    ) -> list[migrations.MigrationFailed]:
+        failures = []
+        for agent_id in agent_ids:
+            head = rows.head(conn, namespace, agent_id)
+            if head is None or head.type != agent_type or not head.state_version:
+                continue
+            stored = rows.get_version(conn, namespace, agent_id, head.state_version)
+            if stored is None:
+                continue
+            try:
+                self._checked_upgrade(head, stored)
+            except migrations.MigrationFailed as failure:
+                failures.append(failure)
+        return failures
+
+    def _checked_upgrade(self, head: StateHead, stored: StateRecord) -> StateRecord:
+        """The upgrade MigrateStates would store; MigrationFailed if it cannot be stored."""
+        try:
+            upgraded = self._upgraded(head, stored)
+        except RecordTooLarge as error:  # over what one answer carries
+            upgraded_bytes = int(error.metadata["record_bytes"])
+        else:
+            if upgraded.size <= self.max_bytes:
+                return upgraded
+            upgraded_bytes = upgraded.size
+        raise migrations.MigrationFailed(
+            head.type,
+            stored.schema_version,
+            f"the upgraded document is {upgraded_bytes} bytes, over the limit of "
+            f"{self.max_bytes} bytes",
+            agent_id=head.agent_id,
+        )
 
     # -- cache coherence with writes made elsewhere ------------------------------------
     def on_commit(self, rows: list[EventDraft]) -> None:

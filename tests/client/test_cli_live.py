@@ -140,6 +140,32 @@ def test_state_migrate_names_the_states_it_could_not_upgrade(cli: Any, live: Cli
     assert live.get_state("p2").document == {"n": 2, "checked": True}
 
 
+def test_state_migrate_names_failures_on_a_dry_run_and_when_interrupted(
+    cli: Any, live: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n, doc in enumerate([{"bad": True}, {"n": 1}, {"n": 2}]):
+        live.create_agent(f"p{n}", "picky")
+        live.initialize_agent(f"p{n}")
+        live.save_state(f"p{n}", doc, schema_version=1)
+    code, out, err = cli("state", "migrate", "--type", "picky", "--dry-run")
+    assert code == 1 and "(0 already current, 1 would fail)" in out
+    assert "agent 'p0': the migration from schema version 1 would fail" in err
+    real = Client.migrate_states
+    calls = 0
+
+    def interrupted_on_the_second_page(self: Client, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return real.__get__(self, Client)(*args, **kwargs)
+
+    monkeypatch.setattr(Client, "migrate_states", interrupted_on_the_second_page)
+    code, _, err = cli("state", "migrate", "--type", "picky", "--page-size", "1")
+    # The resume token is past p0's page: name it now, or nobody ever will.
+    assert code == 130 and "agent 'p0': the migration from schema version 1 failed" in err
+
+
 def test_state_migrate_interrupted_prints_how_to_resume(
     cli: Any, live: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -698,6 +698,29 @@ def test_migrate_states_reports_the_states_it_cannot_upgrade_and_upgrades_the_re
     assert [f.agent_id for f in again.failures] == ["p-2"]  # still failing, still reported
 
 
+def test_migrate_states_lists_every_kind_of_failed_upgrade_and_keeps_serving(
+    state: StateStub, agents: AgentStub
+) -> None:
+    cases = {"q-set": "set", "q-exit": "exit", "q-grow": "grow", "q-raise": True}
+    for agent_id, bad in [("q-good", False), *cases.items()]:
+        create(agents, agent_id, type="picky")
+        save(state, agent_id, {"bad": bad}, schema_version=1)
+    dry = state.MigrateStates(pb.MigrateStatesRequest(agent_type="picky", dry_run=True))
+    assert dry.migrated == 1 and sorted(f.agent_id for f in dry.failures) == sorted(cases)
+    assert get(state, "q-good").version == 1  # a dry run writes nothing
+    page = state.MigrateStates(pb.MigrateStatesRequest(agent_type="picky"))
+    assert (page.migrated, page.up_to_date, page.remaining) == (1, 0, 0)
+    messages = {f.agent_id: f.message for f in page.failures}
+    assert sorted(messages) == sorted(cases)
+    assert "not JSON" in messages["q-set"] and "SystemExit" in messages["q-exit"]
+    assert "over the limit" in messages["q-grow"]
+    assert messages["q-raise"] == "ValueError: this document is marked bad"
+    assert document(get(state, "q-good")) == {"bad": False, "checked": True}
+    for agent_id in cases:  # each left as it was
+        versions = state.ListStateVersions(pb.ListStateVersionsRequest(agent_id=agent_id))
+        assert [(v.version, v.schema_version) for v in versions.versions] == [(1, 1)]
+
+
 # -- the cache ---------------------------------------------------------------------------------
 def test_hot_reads_on_sqlite_do_not_touch_the_database(
     server: ServerThread, state: StateStub, agents: AgentStub, settings: Settings

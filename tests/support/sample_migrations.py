@@ -2,11 +2,14 @@
 
 Agent type ``counter``: schema 1 ``{"count": n}`` -> 2 ``{"total": n}`` ->
 3 ``{"total": n, "unit": "items"}``. Type ``broken`` has a migration that raises;
-type ``picky``'s raises only for documents marked ``{"bad": true}``.
+type ``picky``'s misbehaves only on documents marked ``"bad"``: it raises, returns
+something that is not JSON (``"set"``), calls ``sys.exit`` (``"exit"``), or returns a
+document too big to store (``"grow"``).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from stateward.server.domain.schema_migrations import MigrationRegistry
@@ -26,7 +29,14 @@ def explode(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def refuse_bad(document: dict[str, Any]) -> dict[str, Any]:
-    if document.get("bad"):
+    bad = document.get("bad")
+    if bad == "set":
+        return {"tags": {"a", "b"}}
+    if bad == "exit":
+        sys.exit(3)
+    if bad == "grow":
+        return {**document, "pad": "x" * (9 << 20)}  # over what one answer carries
+    if bad:
         raise ValueError("this document is marked bad")
     return {**document, "checked": True}
 
