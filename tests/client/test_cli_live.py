@@ -101,6 +101,22 @@ def _counters(live: Client, count: int) -> None:
         live.save_state(f"c{n}", {"count": n}, schema_version=1)
 
 
+def interrupt_the_second_migrate_page(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Ctrl-C during the second MigrateStates call; returns the real method."""
+    real = Client.migrate_states  # the descriptor: bound below
+    calls = 0
+
+    def interrupted_on_the_second_page(self: Client, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        return real.__get__(self, Client)(*args, **kwargs)
+
+    monkeypatch.setattr(Client, "migrate_states", interrupted_on_the_second_page)
+    return real
+
+
 def test_state_migrate_dry_run_then_for_real(cli: Any, live: Client) -> None:
     _counters(live, 3)
     code, out, _ = cli("state", "migrate", "--type", "counter", "--dry-run")
@@ -150,17 +166,7 @@ def test_state_migrate_names_failures_on_a_dry_run_and_when_interrupted(
     code, out, err = cli("state", "migrate", "--type", "picky", "--dry-run")
     assert code == 1 and "(0 already current, 1 would fail)" in out
     assert "agent 'p0': the migration from schema version 1 would fail" in err
-    real = Client.migrate_states
-    calls = 0
-
-    def interrupted_on_the_second_page(self: Client, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise KeyboardInterrupt
-        return real.__get__(self, Client)(*args, **kwargs)
-
-    monkeypatch.setattr(Client, "migrate_states", interrupted_on_the_second_page)
+    interrupt_the_second_migrate_page(monkeypatch)
     code, _, err = cli("state", "migrate", "--type", "picky", "--page-size", "1")
     # The resume token is past p0's page: name it now, or nobody ever will.
     assert code == 130 and "agent 'p0': the migration from schema version 1 failed" in err
@@ -170,17 +176,7 @@ def test_state_migrate_interrupted_prints_how_to_resume(
     cli: Any, live: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _counters(live, 3)
-    real = Client.migrate_states  # the descriptor: bound below
-    calls = 0
-
-    def interrupted_on_the_second_page(self: Client, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise KeyboardInterrupt
-        return real.__get__(self, Client)(*args, **kwargs)
-
-    monkeypatch.setattr(Client, "migrate_states", interrupted_on_the_second_page)
+    real = interrupt_the_second_migrate_page(monkeypatch)
     code, out, err = cli("state", "migrate", "--type", "counter", "--page-size", "1")
     assert (code, out) == (130, "")
     hint = err.strip().splitlines()[-1]
